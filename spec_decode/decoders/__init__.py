@@ -1,0 +1,28 @@
+"""Decoding methods behind one interface: `generate(prompt_ids, max_new_tokens, eos_token_id) -> Generation`."""
+
+from __future__ import annotations
+
+from transformers import PreTrainedModel
+
+from spec_decode.decoders.ar import AutoregressiveDecoder
+from spec_decode.decoders.base import Decoder, Generation, GenerationStats
+from spec_decode.decoders.hf import HFAssistedDecoder
+from spec_decode.decoders.linear import LinearDecoder
+from spec_decode.decoders.tree import TreeDecoder
+
+DECODERS = {cls.name: cls for cls in (AutoregressiveDecoder, LinearDecoder, TreeDecoder, HFAssistedDecoder)}
+NEEDS_DRAFT = {"linear", "tree", "hf_assisted"}
+
+
+def build_decoder(name: str, target: PreTrainedModel, draft: PreTrainedModel | None = None, **params):
+    """The decoder called `name`, with its knobs given as keyword arguments."""
+    if name not in DECODERS:
+        raise ValueError(f"unknown method {name!r}; choose one of {sorted(DECODERS)}")
+    if name in NEEDS_DRAFT:
+        if draft is None:
+            raise ValueError(f"method {name!r} needs a draft model")
+        return DECODERS[name](target, draft, **params)
+    return DECODERS[name](target, **params)
+
+
+__all__ = ["DECODERS", "Decoder", "Generation", "GenerationStats", "build_decoder"]

@@ -1,0 +1,166 @@
+"""The decoder interface: prompt ids in; generated ids and per-round statistics out."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from transformers import DynamicCache, PreTrainedModel
+
+from spec_decode import kv
+
+
+@dataclass
+class GenerationStats:
+    """What one generation did, round by round (a round = one target verification forward)."""
+
+    emitted_per_round: list[int] = field(default_factory=list)
+    round_times_s: list[float] = field(default_factory=list)
+    drafted_per_round: list[int] = field(default_factory=list)
+    accepted_per_round: list[int] = field(default_factory=list)
+    tree_nodes_per_round: list[int] = field(default_factory=list)
+    target_forwards: int = 0
+    draft_forwards: int = 0
+    ttft_s: float = 0.0
+    total_s: float = 0.0
+
+    @property
+    def rounds(self) -> int:
+        return len(self.emitted_per_round)
+
+    @property
+    def drafted(self) -> int:
+        return sum(self.drafted_per_round)
+
+    @property
+    def accepted(self) -> int:
+        return sum(self.accepted_per_round)
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"rounds": self.rounds, "drafted": self.drafted, "accepted": self.accepted}
+
+
+@dataclass
+class Generation:
+    """Generated token ids (prompt excluded) and the statistics of producing them."""
+
+    tokens: list[int]
+    stats: GenerationStats
+
+
+class Clock:
+    """Wall clock that waits for the device before reading the time (CUDA kernels are asynchronous)."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.device = device
+
+    def now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+
+def forward(
+    model: PreTrainedModel,
+    ids: torch.Tensor,
+    cache: DynamicCache,
+    position_ids: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    last_only: bool = False,
+) -> torch.Tensor:
+    """One cached forward of a 1-D run of token ids; returns logits `(len(ids) or 1, vocab)`."""
+    out = model(
+        input_ids=ids[None],
+        cache=cache,
+        position_ids=None if position_ids is None else position_ids[None],
+        attention_mask=mask,
+        use_cache=True,
+        logits_to_keep=1 if last_only else 0,
+    )
+    return out.logits[0]
+
+
+class Decoder:
+    """Greedy decoding of `target`, batch size 1. Subclasses implement `_round`."""
+
+    name = "decoder"
+
+    def __init__(self, target: PreTrainedModel):
+        self.target = target
+        self.device = target.device
+        self.clock = Clock(self.device)
+
+    def params(self) -> dict:
+        """The method's knobs, as recorded in results."""
+        return {}
+
+    @torch.inference_mode()
+    def generate(self, prompt_ids: torch.Tensor | list[int], max_new_tokens: int,
+                 eos_token_id: int | None = None) -> Generation:
+        """Greedy continuation of `prompt_ids`, stopping after EOS or `max_new_tokens` tokens."""
+        prompt = torch.as_tensor(prompt_ids, dtype=torch.long, device=self.device).reshape(-1)
+        if prompt.numel() < 1:
+            raise ValueError("the prompt must hold at least one token")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        stats = GenerationStats()
+        start = self.clock.now()
+        self._begin(prompt, max_new_tokens)
+        tokens = [self._prefill(prompt, stats)]
+        stats.ttft_s = self.clock.now() - start
+        while not _finished(tokens, max_new_tokens, eos_token_id):
+            round_start = self.clock.now()
+            new = self._round(max_new_tokens - len(tokens), stats)
+            kept = truncate_at_eos(new, eos_token_id)
+            tokens.extend(kept)
+            stats.emitted_per_round.append(len(kept))
+            stats.round_times_s.append(self.clock.now() - round_start)
+        stats.total_s = self.clock.now() - start
+        return Generation(tokens, stats)
+
+    def _begin(self, prompt: torch.Tensor, max_new_tokens: int) -> None:
+        """Reset per-generation state: a fresh target cache and the committed-token buffer."""
+        self.target_cache = kv.new_cache()
+        self.committed = torch.empty(prompt.numel() + max_new_tokens + 1, dtype=torch.long, device=self.device)
+        self.committed[: prompt.numel()] = prompt
+        self.length = prompt.numel()
+
+    def _commit(self, tokens: torch.Tensor) -> None:
+        """Append emitted tokens to the committed sequence."""
+        self.committed[self.length : self.length + tokens.numel()] = tokens
+        self.length += tokens.numel()
+
+    def _prefill(self, prompt: torch.Tensor, stats: GenerationStats) -> int:
+        """Run the target over the prompt; commit and return its first token."""
+        logits = forward(self.target, prompt, self.target_cache, last_only=True)
+        stats.target_forwards += 1
+        first = logits[-1].argmax()
+        self._commit(first[None])
+        return int(first)
+
+    def _round(self, remaining: int, stats: GenerationStats) -> list[int]:
+        raise NotImplementedError
+
+    def _target_step(self, stats: GenerationStats) -> list[int]:
+        """One plain autoregressive step: feed the pending token, commit the target's next token."""
+        pending = self.committed[self.length - 1 : self.length]
+        logits = forward(self.target, pending, self.target_cache)
+        stats.target_forwards += 1
+        nxt = logits[-1].argmax()
+        self._commit(nxt[None])
+        stats.drafted_per_round.append(0)
+        stats.accepted_per_round.append(0)
+        return [int(nxt)]
+
+
+def _finished(tokens: list[int], max_new_tokens: int, eos_token_id: int | None) -> bool:
+    return len(tokens) >= max_new_tokens or (eos_token_id is not None and tokens[-1] == eos_token_id)
+
+
+def truncate_at_eos(new: list[int], eos_token_id: int | None) -> list[int]:
+    """Cut a round's tokens just after the first EOS."""
+    if eos_token_id is not None and eos_token_id in new:
+        return new[: new.index(eos_token_id) + 1]
+    return new

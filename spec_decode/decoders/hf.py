@@ -1,0 +1,106 @@
+"""transformers' own speculative decoding: assisted generation with our draft."""
+
+from __future__ import annotations
+
+import torch
+from transformers import GenerationConfig, PreTrainedModel
+from transformers.generation.streamers import BaseStreamer
+
+from spec_decode.decoders.base import Clock, Generation, GenerationStats, truncate_at_eos
+
+
+class _RoundRecorder(BaseStreamer):
+    """Streamer that timestamps every batch of tokens `generate` emits (one batch per round)."""
+
+    def __init__(self, clock: Clock):
+        self.clock = clock
+        self.times: list[float] = []
+        self.counts: list[int] = []
+
+    def put(self, value: torch.Tensor) -> None:
+        self.times.append(self.clock.now())
+        self.counts.append(value.numel())
+
+    def end(self) -> None:
+        pass
+
+
+class _ForwardCounter:
+    """Counts forward calls of a module through a hook."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.calls = 0
+        self._handle = module.register_forward_hook(self._count)
+
+    def _count(self, *_) -> None:
+        self.calls += 1
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+
+ASSISTANT_KNOBS = ("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold")
+
+
+class HFAssistedDecoder:
+    """`target.generate(assistant_model=draft, do_sample=False)`; unset knobs take transformers' defaults.
+
+    The knobs are written into the draft's generation config before every call, so the "heuristic"
+    schedule (which transformers carries over between calls) restarts from the same value each time.
+    """
+
+    name = "hf_assisted"
+
+    def __init__(self, target: PreTrainedModel, draft: PreTrainedModel, num_assistant_tokens: int | None = None,
+                 num_assistant_tokens_schedule: str | None = None,
+                 assistant_confidence_threshold: float | None = None):
+        self.target, self.draft = target, draft
+        defaults = GenerationConfig._get_default_generation_params()
+        given = dict(zip(ASSISTANT_KNOBS, (num_assistant_tokens, num_assistant_tokens_schedule,
+                                           assistant_confidence_threshold), strict=True))
+        self.knobs = {key: defaults[key] if value is None else value for key, value in given.items()}
+        self.clock = Clock(target.device)
+
+    def params(self) -> dict:
+        return dict(self.knobs)
+
+    @torch.inference_mode()
+    def generate(self, prompt_ids: torch.Tensor | list[int], max_new_tokens: int,
+                 eos_token_id: int | None = None) -> Generation:
+        """Greedy assisted generation, with per-round statistics read from a streamer and forward hooks."""
+        prompt = torch.as_tensor(prompt_ids, dtype=torch.long, device=self.target.device).reshape(1, -1)
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        self.draft.generation_config.update(**self.knobs)
+        recorder = _RoundRecorder(self.clock)
+        counters = _ForwardCounter(self.target), _ForwardCounter(self.draft)
+        start = self.clock.now()
+        try:
+            out = self.target.generate(
+                prompt, attention_mask=torch.ones_like(prompt), assistant_model=self.draft, do_sample=False,
+                max_new_tokens=max_new_tokens, min_new_tokens=0, eos_token_id=eos_token_id,
+                pad_token_id=eos_token_id if eos_token_id is not None else 0, streamer=recorder,
+                top_k=None, top_p=None, temperature=None,
+            )
+        finally:
+            for counter in counters:
+                counter.remove()
+        end = self.clock.now()
+        tokens = truncate_at_eos(out[0, prompt.shape[1]:].tolist(), eos_token_id)
+        return Generation(tokens, _stats(recorder, start, end, counters))
+
+
+def _stats(recorder: _RoundRecorder, start: float, end: float, counters) -> GenerationStats:
+    """Per-round statistics from the streamer, whose first put is the prompt and each later put a round.
+
+    Assisted generation has no separate prefill: its first round emits the first token too.
+    How many tokens each round drafted is not exposed, so `drafted_per_round` stays empty.
+    """
+    times, counts = recorder.times[1:], recorder.counts[1:]
+    stats = GenerationStats(target_forwards=counters[0].calls, draft_forwards=counters[1].calls)
+    stats.ttft_s = times[0] - start
+    stats.emitted_per_round = counts
+    stats.round_times_s = [b - a for a, b in zip([start, *times[:-1]], times, strict=True)]
+    stats.accepted_per_round = [n - 1 for n in counts]
+    stats.total_s = end - start
+    return stats

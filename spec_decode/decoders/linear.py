@@ -1,0 +1,54 @@
+"""Linear speculative decoding: the draft proposes K tokens, the target verifies them in one forward."""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedModel
+
+from spec_decode import kv
+from spec_decode.decoders.base import GenerationStats, forward
+from spec_decode.decoders.speculative import SpeculativeDecoder
+
+
+class LinearDecoder(SpeculativeDecoder):
+    """Draft K tokens one by one; keep the longest prefix the target agrees with, plus its next token."""
+
+    name = "linear"
+
+    def __init__(self, target: PreTrainedModel, draft: PreTrainedModel, k: int):
+        super().__init__(target, draft)
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        self.k = k
+
+    def params(self) -> dict:
+        return {"k": self.k}
+
+    def _round(self, remaining: int, stats: GenerationStats) -> list[int]:
+        k = min(self.k, remaining - 1)
+        if k == 0:
+            return self._target_step(stats)
+        drafts = self._propose(k, stats)
+        base = self.length  # committed tokens; the last one is pending in the target
+        logits = forward(self.target, torch.cat([self.committed[base - 1 : base], drafts]), self.target_cache)
+        stats.target_forwards += 1
+        predicted = logits.argmax(-1)
+        agree = (predicted[:-1] == drafts).cumprod(0).sum()
+        accepted = int(agree)
+        emitted = torch.cat([drafts[:accepted], predicted[accepted : accepted + 1]])
+        self._commit(emitted)
+        kv.rollback(self.target_cache, base + accepted)
+        kv.rollback(self.draft_cache, base + accepted)
+        stats.drafted_per_round.append(k)
+        stats.accepted_per_round.append(accepted)
+        return emitted.tolist()
+
+    def _propose(self, k: int, stats: GenerationStats) -> torch.Tensor:
+        """K greedy draft tokens, each fed back to the draft except the last."""
+        token = self._draft_catch_up(stats).argmax()
+        drafts = [token]
+        for _ in range(k - 1):
+            token = forward(self.draft, token[None], self.draft_cache)[-1].argmax()
+            stats.draft_forwards += 1
+            drafts.append(token)
+        return torch.stack(drafts)

@@ -1,0 +1,97 @@
+"""Tree speculative decoding with dynamic pruning: one batched draft forward per level, one target verify."""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedModel
+
+from spec_decode import kv
+from spec_decode.decoders.base import GenerationStats, forward
+from spec_decode.decoders.speculative import SpeculativeDecoder
+from spec_decode.tree import Level, TokenTree, max_tree_nodes
+
+
+class TreeDecoder(SpeculativeDecoder):
+    """Grow a token tree (depth D, branch B, threshold tau, node cap), verify it in one target forward.
+
+    A child is kept when its draft probability given its parent is >= `threshold`; when a level would
+    pass `max_nodes` (root excluded), the candidates with the highest path probability are kept.
+    """
+
+    name = "tree"
+
+    def __init__(self, target: PreTrainedModel, draft: PreTrainedModel, depth: int, branch: int,
+                 threshold: float = 0.0, max_nodes: int = 1_000_000):
+        super().__init__(target, draft)
+        _check_tree_params(depth, branch, threshold, max_nodes)
+        self.depth, self.branch, self.threshold, self.max_nodes = depth, branch, threshold, max_nodes
+        self.tree = TokenTree(max_tree_nodes(depth, branch, max_nodes), self.device)
+
+    def params(self) -> dict:
+        return {"depth": self.depth, "branch": self.branch, "threshold": self.threshold,
+                "max_nodes": self.max_nodes}
+
+    def _round(self, remaining: int, stats: GenerationStats) -> list[int]:
+        depth = min(self.depth, remaining - 1)
+        if depth == 0:
+            stats.tree_nodes_per_round.append(0)
+            return self._target_step(stats)
+        fed = self._grow(depth, stats)
+        path, bonus = self._verify(stats)
+        self._keep(path, fed)
+        emitted = torch.cat([self.tree.tokens[path[1:]], bonus[None]])
+        self._commit(emitted)
+        stats.drafted_per_round.append(self.tree.size - 1)
+        stats.accepted_per_round.append(path.numel() - 1)
+        stats.tree_nodes_per_round.append(self.tree.size - 1)
+        return emitted.tolist()
+
+    def _grow(self, depth: int, stats: GenerationStats) -> int:
+        """Grow the tree level by level; return how many non-root nodes were fed to the draft."""
+        tree, root = self.tree, self.length - 1
+        level = tree.reset(self.committed[root])
+        logits = self._draft_catch_up(stats)[None]
+        fed = 0
+        for d in range(1, depth + 1):
+            level = tree.grow(level, logits, self.branch, self.threshold)
+            if d == depth or level.size == 0 or tree.size > tree.capacity:
+                break
+            logits = self._draft_level(level, d, stats)
+            fed = level.end - 1
+        return fed
+
+    def _draft_level(self, level: Level, depth: int, stats: GenerationStats) -> torch.Tensor:
+        """One batched draft forward over a whole level, under the tree mask."""
+        tree, base = self.tree, self.length
+        nodes = slice(level.start, level.end)
+        positions = torch.full((level.size,), base - 1 + depth, device=self.device)
+        mask = tree.mask(level, base, first_node=1, dtype=self.draft.dtype)
+        stats.draft_forwards += 1
+        return forward(self.draft, tree.tokens[nodes], self.draft_cache, positions, mask)
+
+    def _verify(self, stats: GenerationStats) -> tuple[torch.Tensor, torch.Tensor]:
+        """One target forward over the flattened tree; the accepted path and the bonus token."""
+        tree, past = self.tree, self.length - 1
+        whole = Level(0, tree.size)
+        positions = past + tree.depth[: tree.size]
+        mask = tree.mask(whole, past, first_node=0, dtype=self.target.dtype)
+        logits = forward(self.target, tree.tokens[: tree.size], self.target_cache, positions, mask)
+        stats.target_forwards += 1
+        return tree.accept(logits.argmax(-1))
+
+    def _keep(self, path: torch.Tensor, fed: int) -> None:
+        """Gather the accepted path's KV entries into place in both caches."""
+        root = self.length - 1
+        kv.keep_path(self.target_cache, root, path)
+        kv.keep_path(self.draft_cache, root, path[path <= fed])
+
+
+def _check_tree_params(depth: int, branch: int, threshold: float, max_nodes: int) -> None:
+    if depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
+    if branch < 1:
+        raise ValueError(f"branch must be >= 1, got {branch}")
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    if max_nodes < 1:
+        raise ValueError(f"max_nodes must be >= 1, got {max_nodes}")

@@ -1,0 +1,151 @@
+"""Load a (target, draft, tokenizer) pair from a model config: the Hub, or tiny in-process models."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+)
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+TINY_EOS = "<|endoftext|>"
+
+
+class ModelLoadError(RuntimeError):
+    """A model pair could not be loaded; the message says why and what to do."""
+
+
+@dataclass
+class ModelPair:
+    """A target model, its draft, their shared tokenizer, and how they were obtained."""
+
+    target: PreTrainedModel
+    draft: PreTrainedModel
+    tokenizer: Any
+    info: dict = field(default_factory=dict)
+
+    @property
+    def eos_token_id(self) -> int | None:
+        return self.tokenizer.eos_token_id
+
+
+def load_pair(cfg: Mapping) -> ModelPair:
+    """Build the pair a model config describes (`source: tiny | hub`)."""
+    dtype = _dtype(cfg.get("dtype", "float32"))
+    device = _device(cfg.get("device", "cpu"))
+    source = cfg.get("source", "hub")
+    if source == "tiny":
+        pair = tiny_pair(cfg.get("arch", "gpt_neox"), seed=cfg.get("seed", 0), dtype=dtype)
+    elif source == "hub":
+        pair = _hub_pair(cfg["target"], cfg["draft"], cfg.get("tokenizer") or cfg["target"], dtype)
+    else:
+        raise ModelLoadError(f"unknown model source {source!r}; use 'tiny' or 'hub'")
+    pair.target.to(device).eval()
+    pair.draft.to(device).eval()
+    pair.info |= {"name": cfg.get("name", source), "dtype": str(dtype).removeprefix("torch."),
+                  "device": str(device), "target_parameters": _count(pair.target),
+                  "draft_parameters": _count(pair.draft)}
+    return pair
+
+
+def _hub_pair(target: str, draft: str, tokenizer: str, dtype: torch.dtype) -> ModelPair:
+    """Pretrained models from the Hub (or its local cache when offline)."""
+    try:
+        tok = AutoTokenizer.from_pretrained(tokenizer)
+        target_model = AutoModelForCausalLM.from_pretrained(target, dtype=dtype)
+        draft_model = AutoModelForCausalLM.from_pretrained(draft, dtype=dtype)
+    except OSError as err:
+        raise ModelLoadError(
+            f"cannot load {target!r} / {draft!r}: {str(err).splitlines()[0]} "
+            "(no network? download them once with network access, or choose model=tiny)"
+        ) from err
+    return ModelPair(target_model, draft_model, tok, {"source": "hub", "target": target, "draft": draft})
+
+
+def tiny_pair(arch: str = "gpt_neox", seed: int = 0, dtype: torch.dtype = torch.float32) -> ModelPair:
+    """Small random models built in-process from `seed`; the draft is the target's first layer.
+
+    The target's later layers are damped so that the draft agrees with it often enough to exercise
+    long accepted paths, while still disagreeing regularly.
+    """
+    tokenizer = byte_tokenizer()
+    config = _tiny_config(arch, vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id)
+    model_class = {"gpt_neox": GPTNeoXForCausalLM, "llama": LlamaForCausalLM}[arch]
+    torch.manual_seed(seed)
+    target = model_class(config)
+    _damp_later_layers(target, arch, scale=0.2)
+    draft_config = copy.deepcopy(config)
+    draft_config.num_hidden_layers = 1
+    draft = model_class(draft_config)
+    draft.load_state_dict({k: v for k, v in target.state_dict().items() if k in draft.state_dict()})
+    for model in (target, draft):
+        model.to(dtype)
+        model.generation_config.pad_token_id = tokenizer.eos_token_id
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return ModelPair(target, draft, tokenizer, {"source": "tiny", "arch": arch, "seed": seed})
+
+
+def _tiny_config(arch: str, vocab_size: int, eos_token_id: int):
+    common = dict(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
+                  intermediate_size=128, max_position_embeddings=8192, initializer_range=0.3,
+                  eos_token_id=eos_token_id, bos_token_id=eos_token_id, attn_implementation="eager")
+    if arch == "gpt_neox":
+        return GPTNeoXConfig(rotary_pct=0.25, **common)
+    if arch == "llama":
+        return LlamaConfig(num_key_value_heads=2, **common)
+    raise ModelLoadError(f"unknown tiny architecture {arch!r}; use 'gpt_neox' or 'llama'")
+
+
+def _damp_later_layers(model: PreTrainedModel, arch: str, scale: float) -> None:
+    """Scale the residual contributions of every layer after the first."""
+    layers = model.gpt_neox.layers if arch == "gpt_neox" else model.model.layers
+    with torch.no_grad():
+        for layer in layers[1:]:
+            if arch == "gpt_neox":
+                outputs = (layer.attention.dense.weight, layer.mlp.dense_4h_to_h.weight)
+            else:
+                outputs = (layer.self_attn.o_proj.weight, layer.mlp.down_proj.weight)
+            for weight in outputs:
+                weight.mul_(scale)
+
+
+def byte_tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level tokenizer (256 byte tokens + EOS) that needs no files."""
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {char: i for i, char in enumerate(sorted(alphabet))}
+    vocab[TINY_EOS] = len(vocab)
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=TINY_EOS, pad_token=TINY_EOS)
+
+
+def _dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise ModelLoadError(f"unknown dtype {name!r}; choose one of {sorted(DTYPES)}")
+    return DTYPES[name]
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {name!r} requested but CUDA is not available here; use device=cpu")
+    return torch.device(name)
+
+
+def _count(model: PreTrainedModel) -> int:
+    return sum(p.numel() for p in model.parameters())

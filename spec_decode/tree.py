@@ -1,0 +1,117 @@
+"""Token tree for tree speculation: growth with pruning, tree attention masks, path acceptance.
+
+Nodes are stored flat in BFS order in pre-allocated tensors. Node 0 is the root (the last
+committed token, not yet seen by the target); node j > 0 sits at sequence position
+`root_position + depth[j]` and, once fed to a model, at cache index `root_index + j`.
+`ancestors[i, j]` is True when node j is node i or one of its ancestors, which is exactly the
+tree attention pattern: a node attends to the prefix, its ancestors and itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Level:
+    """A contiguous run of node indices `[start, end)` added in one growth step."""
+
+    start: int
+    end: int
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
+def max_tree_nodes(depth: int, branch: int, max_nodes: int) -> int:
+    """The most non-root nodes a tree of this shape can hold."""
+    full = sum(branch**d for d in range(1, depth + 1)) if branch > 1 else depth
+    return max(0, min(full, max_nodes))
+
+
+class TokenTree:
+    """A draft token tree held in tensors sized once for the largest tree a decoder can grow."""
+
+    def __init__(self, capacity: int, device: torch.device | str = "cpu"):
+        size = capacity + 1
+        self.capacity = capacity
+        self.tokens = torch.zeros(size, dtype=torch.long, device=device)
+        self.parents = torch.zeros(size, dtype=torch.long, device=device)
+        self.depth = torch.zeros(size, dtype=torch.long, device=device)
+        self.probs = torch.ones(size, dtype=torch.float32, device=device)
+        self.log_path_prob = torch.zeros(size, dtype=torch.float32, device=device)
+        self.ancestors = torch.zeros(size, size, dtype=torch.bool, device=device)
+        self.size = 1
+
+    def reset(self, root_token: torch.Tensor) -> Level:
+        """Start a new tree whose only node is `root_token`."""
+        self.tokens[0] = root_token
+        self.ancestors[0].zero_()
+        self.ancestors[0, 0] = True
+        self.size = 1
+        return Level(0, 1)
+
+    def grow(
+        self, parents: Level, logits: torch.Tensor, branch: int, threshold: float
+    ) -> Level:
+        """Add the top-`branch` children of every node in `parents` whose draft probability >= `threshold`.
+
+        `logits` holds one row of draft logits per parent. When the candidates exceed the remaining
+        capacity, those with the highest path probability are kept.
+        """
+        probs = logits.float().softmax(-1)
+        top_p, top_tokens = probs.topk(branch, dim=-1)
+        parent_ids = torch.arange(parents.start, parents.end, device=probs.device)[:, None].expand_as(top_tokens)
+        keep = top_p >= threshold
+        cand_p, cand_tokens, cand_parents = top_p[keep], top_tokens[keep], parent_ids[keep]
+        cand_logp = self.log_path_prob[cand_parents] + cand_p.log()
+        room = self.capacity + 1 - self.size
+        if cand_tokens.numel() > room:
+            best = cand_logp.topk(room).indices.sort().values
+            cand_p, cand_tokens, cand_parents, cand_logp = (
+                cand_p[best], cand_tokens[best], cand_parents[best], cand_logp[best]
+            )
+        return self._append(cand_tokens, cand_parents, cand_p, cand_logp)
+
+    def _append(self, tokens: torch.Tensor, parents: torch.Tensor, probs: torch.Tensor,
+                logp: torch.Tensor) -> Level:
+        start, end = self.size, self.size + tokens.numel()
+        new = slice(start, end)
+        self.tokens[new] = tokens
+        self.parents[new] = parents
+        self.depth[new] = self.depth[parents] + 1
+        self.probs[new] = probs
+        self.log_path_prob[new] = logp
+        self.ancestors[new] = self.ancestors[parents]
+        index = torch.arange(start, end, device=tokens.device)
+        self.ancestors[index, index] = True
+        self.size = end
+        return Level(start, end)
+
+    def mask(self, rows: Level, prefix_length: int, first_node: int, dtype: torch.dtype) -> torch.Tensor:
+        """Additive 4D mask `(1, 1, rows, prefix_length + rows.end - first_node)` for feeding `rows`.
+
+        Columns are `prefix_length` positions every node sees, then nodes `[first_node, rows.end)`:
+        the target sees the root as a query (`first_node=0`), the draft already holds it (`first_node=1`).
+        """
+        tree_part = self.ancestors[rows.start : rows.end, first_node : rows.end]
+        mask = torch.zeros(rows.size, prefix_length + tree_part.shape[1], dtype=dtype, device=tree_part.device)
+        mask[:, prefix_length:].masked_fill_(~tree_part, torch.finfo(dtype).min)
+        return mask[None, None]
+
+    def accept(self, target_next: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Longest root path whose tokens all equal the target's greedy choice, and the bonus token.
+
+        `target_next[i]` is the target's argmax after node i. Returns the path's node indices
+        (ascending, root first) and the target's token after the path's last node.
+        """
+        n = self.size
+        correct = self.tokens[1:n] == target_next[self.parents[1:n]]
+        wrong = torch.cat([correct.new_zeros(1), ~correct])
+        on_good_path = ~(self.ancestors[:n, :n] & wrong).any(-1)
+        best = (self.depth[:n] * on_good_path).argmax()
+        path = self.ancestors[best, :n].nonzero().squeeze(1)
+        return path, target_next[best]

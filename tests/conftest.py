@@ -1,0 +1,29 @@
+"""Shared fixtures: tiny in-process model pairs (no files, no network)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from spec_decode.models import tiny_pair
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session", params=["gpt_neox", "llama"])
+def pair(request):
+    """Tiny float32 pair of each architecture."""
+    return tiny_pair(request.param, seed=0)
+
+
+@pytest.fixture(scope="session", params=["gpt_neox", "llama"])
+def pair64(request):
+    """Tiny float64 pair of each architecture, for tests where a near-tie must not flip an argmax."""
+    return tiny_pair(request.param, seed=1, dtype=torch.float64)
+
+
+def random_prompts(count: int, seed: int, vocab: int = 256, lengths: tuple[int, int] = (1, 40)) -> list[list[int]]:
+    """Random byte-token prompts of random lengths, from a fixed seed."""
+    gen = torch.Generator().manual_seed(seed)
+    sizes = torch.randint(lengths[0], lengths[1] + 1, (count,), generator=gen).tolist()
+    return [torch.randint(0, vocab, (n,), generator=gen).tolist() for n in sizes]

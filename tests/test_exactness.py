@@ -1,0 +1,111 @@
+"""Greedy exactness: every speculative method emits exactly the target's greedy AR tokens."""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+import torch
+
+from spec_decode.decoders import build_decoder
+from spec_decode.models import tiny_pair
+from tests.conftest import random_prompts
+
+METHODS = [
+    ("linear", {"k": 1}),
+    ("linear", {"k": 4}),
+    ("linear", {"k": 8}),
+    ("tree", {"depth": 4, "branch": 2}),
+    ("tree", {"depth": 6, "branch": 3, "threshold": 0.05, "max_nodes": 40}),
+    ("tree", {"depth": 3, "branch": 4, "threshold": 0.0, "max_nodes": 1_000}),
+    ("tree", {"depth": 5, "branch": 1}),
+    ("tree", {"depth": 4, "branch": 3, "threshold": 1.0}),
+    ("tree", {"depth": 4, "branch": 3, "max_nodes": 1}),
+    ("tree", {"depth": 8, "branch": 2, "threshold": 0.02, "max_nodes": 7}),
+    ("hf_assisted", {}),
+    ("hf_assisted", {"num_assistant_tokens": 3, "num_assistant_tokens_schedule": "heuristic"}),
+]
+
+
+def ar_tokens(pair, prompt, max_new_tokens, eos=None):
+    return build_decoder("ar", pair.target).generate(prompt, max_new_tokens, eos).tokens
+
+
+@pytest.mark.parametrize(("method", "params"), METHODS, ids=lambda x: str(x))
+def test_matches_ar_on_many_prompts(pair64, method, params):
+    decoder = build_decoder(method, pair64.target, pair64.draft, **params)
+    for seed, prompt in enumerate(random_prompts(6, seed=zlib.crc32(f"{method}{params}".encode()) % 1000)):
+        expected = ar_tokens(pair64, prompt, 40)
+        assert decoder.generate(prompt, 40).tokens == expected, f"prompt {seed}"
+
+
+@pytest.mark.parametrize(("method", "params"), METHODS[:10], ids=lambda x: str(x))
+def test_matches_ar_in_float32(pair, method, params):
+    decoder = build_decoder(method, pair.target, pair.draft, **params)
+    for prompt in random_prompts(3, seed=7):
+        assert decoder.generate(prompt, 32).tokens == ar_tokens(pair, prompt, 32)
+
+
+@pytest.mark.parametrize("max_new_tokens", [1, 2, 3, 5])
+@pytest.mark.parametrize(("method", "params"), [("linear", {"k": 6}), ("tree", {"depth": 6, "branch": 2}),
+                                                ("hf_assisted", {})])
+def test_fewer_new_tokens_than_draft_length(pair64, method, params, max_new_tokens):
+    decoder = build_decoder(method, pair64.target, pair64.draft, **params)
+    for prompt in random_prompts(3, seed=11):
+        out = decoder.generate(prompt, max_new_tokens).tokens
+        assert out == ar_tokens(pair64, prompt, max_new_tokens)
+        assert len(out) == max_new_tokens
+
+
+@pytest.mark.parametrize(("method", "params"), METHODS, ids=lambda x: str(x))
+def test_eos_mid_round_stops_exactly_where_ar_stops(pair64, method, params):
+    prompt = random_prompts(1, seed=3)[0]
+    free_run = ar_tokens(pair64, prompt, 60)
+    eos = free_run[25]
+    expected = ar_tokens(pair64, prompt, 60, eos)
+    assert expected[-1] == eos and len(expected) <= 26
+    decoder = build_decoder(method, pair64.target, pair64.draft, **params)
+    assert decoder.generate(prompt, 60, eos).tokens == expected
+
+
+@pytest.mark.parametrize(("method", "params"), METHODS, ids=lambda x: str(x))
+def test_one_token_prompt(pair64, method, params):
+    decoder = build_decoder(method, pair64.target, pair64.draft, **params)
+    for token in (0, 97, 255):
+        assert decoder.generate([token], 24).tokens == ar_tokens(pair64, [token], 24)
+
+
+@pytest.mark.parametrize(("method", "params"), [("linear", {"k": 5}), ("tree", {"depth": 5, "branch": 2}),
+                                                ("tree", {"depth": 8, "branch": 3, "threshold": 0.03,
+                                                          "max_nodes": 64})])
+def test_long_generation_across_many_rounds(pair, method, params):
+    prompt = random_prompts(1, seed=5)[0]
+    out = build_decoder(method, pair.target, pair.draft, **params).generate(prompt, 400)
+    assert out.stats.rounds > 40
+    assert out.tokens == ar_tokens(pair, prompt, 400)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_exact_across_model_seeds(seed):
+    pair = tiny_pair("llama", seed=seed + 10, dtype=torch.float64)
+    decoder = build_decoder("tree", pair.target, pair.draft, depth=5, branch=3, threshold=0.01, max_nodes=30)
+    for prompt in random_prompts(4, seed=seed):
+        assert decoder.generate(prompt, 48).tokens == ar_tokens(pair, prompt, 48)
+
+
+def test_perfect_draft_accepts_whole_path(pair64):
+    """With the target as its own draft, every round accepts the full depth (exercises the gather fully)."""
+    prompt = random_prompts(1, seed=9)[0]
+    for method, params, per_round in [("linear", {"k": 4}, 5), ("tree", {"depth": 4, "branch": 2}, 5)]:
+        out = build_decoder(method, pair64.target, pair64.target, **params).generate(prompt, 31)
+        assert out.tokens == ar_tokens(pair64, prompt, 31)
+        assert out.stats.emitted_per_round == [per_round] * 6
+
+
+def test_branch_one_tree_equals_linear(pair64):
+    """B=1 (no pruning) drafts the same chain as Linear with K=D, so rounds coincide too."""
+    for prompt in random_prompts(4, seed=13):
+        tree = build_decoder("tree", pair64.target, pair64.draft, depth=4, branch=1).generate(prompt, 50)
+        linear = build_decoder("linear", pair64.target, pair64.draft, k=4).generate(prompt, 50)
+        assert tree.tokens == linear.tokens
+        assert tree.stats.emitted_per_round == linear.stats.emitted_per_round

@@ -1,0 +1,120 @@
+"""Token tree: growth with pruning, the tree attention mask, path acceptance."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from spec_decode.tree import Level, TokenTree, max_tree_nodes
+
+NEG = torch.finfo(torch.float32).min
+
+
+def logits_for(rows: list[dict[int, float]], vocab: int = 10) -> torch.Tensor:
+    """Logits whose softmax puts the given probabilities on the given tokens (rest spread evenly)."""
+    out = torch.empty(len(rows), vocab)
+    for i, probs in enumerate(rows):
+        rest = (1.0 - sum(probs.values())) / (vocab - len(probs))
+        p = torch.full((vocab,), rest)
+        for token, value in probs.items():
+            p[token] = value
+        out[i] = p.log()
+    return out
+
+
+def example_tree() -> TokenTree:
+    """Root 0 with children 1, 2; node 1 with children 3, 4; node 2 with the single child 5."""
+    tree = TokenTree(capacity=20)
+    root = tree.reset(torch.tensor(9))
+    level1 = tree.grow(root, logits_for([{1: 0.6, 2: 0.3}]), branch=2, threshold=0.1)
+    tree.grow(level1, logits_for([{3: 0.5, 4: 0.4}, {5: 0.9, 6: 0.05}]), branch=2, threshold=0.1)
+    return tree
+
+
+def test_example_tree_shape_and_pruning():
+    tree = example_tree()
+    assert tree.size == 6
+    assert tree.tokens[:6].tolist() == [9, 1, 2, 3, 4, 5]
+    assert tree.parents[1:6].tolist() == [0, 0, 1, 1, 2]
+    assert tree.depth[:6].tolist() == [0, 1, 1, 2, 2, 2]
+
+
+def test_mask_node_sees_prefix_ancestors_and_itself_only():
+    tree = example_tree()
+    mask = tree.mask(Level(0, 6), prefix_length=3, first_node=0, dtype=torch.float32)
+    assert mask.shape == (1, 1, 6, 9)
+    visible = (mask[0, 0] == 0).int()
+    # node 4 sees the 3 prefix positions, nodes 0 and 1, and itself
+    assert visible[4].tolist() == [1, 1, 1, 1, 1, 0, 0, 1, 0]
+    assert visible[5].tolist() == [1, 1, 1, 1, 0, 1, 0, 0, 1]
+    assert visible[0].tolist() == [1, 1, 1, 1, 0, 0, 0, 0, 0]
+    assert set(mask.unique().tolist()) == {0.0, NEG}
+
+
+def test_draft_mask_excludes_root_column():
+    """The draft already holds the root in its cache, so its mask starts at node 1."""
+    tree = example_tree()
+    mask = tree.mask(Level(3, 6), prefix_length=4, first_node=1, dtype=torch.float32)
+    assert mask.shape == (1, 1, 3, 4 + 5)
+    assert (mask[0, 0] == 0).int().tolist() == [
+        [1, 1, 1, 1, 1, 0, 1, 0, 0],
+        [1, 1, 1, 1, 1, 0, 0, 1, 0],
+        [1, 1, 1, 1, 0, 1, 0, 0, 1],
+    ]
+
+
+def test_accept_longest_agreeing_path_and_bonus():
+    tree = example_tree()
+    # target after root says 2 (node 2), after node 2 says 5 (node 5), after node 5 says 7
+    target_next = torch.tensor([2, 0, 5, 0, 0, 7])
+    path, bonus = tree.accept(target_next)
+    assert path.tolist() == [0, 2, 5]
+    assert int(bonus) == 7
+
+
+def test_accept_nothing_returns_root_and_target_token():
+    tree = example_tree()
+    path, bonus = tree.accept(torch.tensor([8, 3, 5, 0, 0, 0]))
+    assert path.tolist() == [0]
+    assert int(bonus) == 8
+
+
+def test_accept_ignores_correct_child_of_wrong_parent():
+    tree = example_tree()
+    # node 3 matches target after node 1, but node 1 itself is wrong (target after root is 2)
+    path, bonus = tree.accept(torch.tensor([2, 3, 6, 0, 0, 0]))
+    assert path.tolist() == [0, 2]
+    assert int(bonus) == 6
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.02, 0.1, 0.3])
+@pytest.mark.parametrize("max_nodes", [1, 5, 30, 1000])
+def test_pruning_and_node_cap_hold_on_random_logits(threshold, max_nodes):
+    gen = torch.Generator().manual_seed(int(threshold * 100) + max_nodes)
+    depth, branch = 5, 3
+    tree = TokenTree(max_tree_nodes(depth, branch, max_nodes))
+    level = tree.reset(torch.tensor(0))
+    for _ in range(depth):
+        logits = torch.randn(level.size, 50, generator=gen) * 3
+        level = tree.grow(level, logits, branch, threshold)
+        if level.size == 0:
+            break
+    n = tree.size
+    assert n - 1 <= max_nodes
+    assert bool((tree.probs[1:n] >= threshold).all())
+    assert int(tree.depth[:n].max()) <= depth
+    # every child's probability is its parent's draft probability, so path products are consistent
+    assert torch.allclose(tree.log_path_prob[1:n], tree.log_path_prob[tree.parents[1:n]] + tree.probs[1:n].log())
+
+
+def test_threshold_one_prunes_everything():
+    tree = TokenTree(10)
+    level = tree.reset(torch.tensor(0))
+    assert tree.grow(level, torch.randn(1, 20), branch=3, threshold=1.0).size == 0
+    assert tree.size == 1
+
+
+def test_max_tree_nodes():
+    assert max_tree_nodes(3, 2, 100) == 14
+    assert max_tree_nodes(8, 1, 100) == 8
+    assert max_tree_nodes(8, 3, 50) == 50
