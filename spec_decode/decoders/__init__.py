@@ -25,4 +25,11 @@ def build_decoder(name: str, target: PreTrainedModel, draft: PreTrainedModel | N
     return DECODERS[name](target, **params)
 
 
-__all__ = ["DECODERS", "Decoder", "Generation", "GenerationStats", "build_decoder"]
+__all__ = ["DECODERS", "Decoder", "Generation", "GenerationStats", "build_decoder", "validate_method"]
+
+
+def validate_method(name: str, params: dict) -> None:
+    """Check a method's name and knobs before any model is loaded (ValueError / TypeError)."""
+    if name not in DECODERS:
+        raise ValueError(f"unknown method {name!r}; choose one of {sorted(DECODERS)}")
+    DECODERS[name].validate(**params)

@@ -92,6 +92,10 @@ class Decoder:
         self.device = target.device
         self.clock = Clock(self.device)
 
+    @staticmethod
+    def validate() -> None:
+        """Raise ValueError for knobs outside their range (AR has none)."""
+
     def params(self) -> dict:
         """The method's knobs, as recorded in results."""
         return {}

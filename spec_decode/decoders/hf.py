@@ -39,6 +39,7 @@ class _ForwardCounter:
         self._handle.remove()
 
 
+SCHEDULES = ("constant", "heuristic", "heuristic_transient")
 ASSISTANT_KNOBS = ("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold")
 
 
@@ -54,12 +55,24 @@ class HFAssistedDecoder:
     def __init__(self, target: PreTrainedModel, draft: PreTrainedModel, num_assistant_tokens: int | None = None,
                  num_assistant_tokens_schedule: str | None = None,
                  assistant_confidence_threshold: float | None = None):
+        self.validate(num_assistant_tokens, num_assistant_tokens_schedule, assistant_confidence_threshold)
         self.target, self.draft = target, draft
         defaults = GenerationConfig._get_default_generation_params()
         given = dict(zip(ASSISTANT_KNOBS, (num_assistant_tokens, num_assistant_tokens_schedule,
                                            assistant_confidence_threshold), strict=True))
         self.knobs = {key: defaults[key] if value is None else value for key, value in given.items()}
         self.clock = Clock(target.device)
+
+    @staticmethod
+    def validate(num_assistant_tokens: int | None = None, num_assistant_tokens_schedule: str | None = None,
+                 assistant_confidence_threshold: float | None = None) -> None:
+        """Raise ValueError for knobs outside their range."""
+        if num_assistant_tokens is not None and num_assistant_tokens < 1:
+            raise ValueError(f"num_assistant_tokens must be >= 1, got {num_assistant_tokens}")
+        if num_assistant_tokens_schedule not in (None, *SCHEDULES):
+            raise ValueError(f"num_assistant_tokens_schedule must be one of {SCHEDULES}")
+        if assistant_confidence_threshold is not None and not 0 <= assistant_confidence_threshold <= 1:
+            raise ValueError(f"assistant_confidence_threshold must be in [0, 1], got {assistant_confidence_threshold}")
 
     def params(self) -> dict:
         return dict(self.knobs)

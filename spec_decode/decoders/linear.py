@@ -17,9 +17,14 @@ class LinearDecoder(SpeculativeDecoder):
 
     def __init__(self, target: PreTrainedModel, draft: PreTrainedModel, k: int):
         super().__init__(target, draft)
+        self.validate(k)
+        self.k = k
+
+    @staticmethod
+    def validate(k: int) -> None:
+        """Raise ValueError for knobs outside their range."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        self.k = k
 
     def params(self) -> dict:
         return {"k": self.k}

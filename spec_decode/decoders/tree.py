@@ -23,9 +23,21 @@ class TreeDecoder(SpeculativeDecoder):
     def __init__(self, target: PreTrainedModel, draft: PreTrainedModel, depth: int, branch: int,
                  threshold: float = 0.0, max_nodes: int = 1_000_000):
         super().__init__(target, draft)
-        _check_tree_params(depth, branch, threshold, max_nodes)
+        self.validate(depth, branch, threshold, max_nodes)
         self.depth, self.branch, self.threshold, self.max_nodes = depth, branch, threshold, max_nodes
         self.tree = TokenTree(max_tree_nodes(depth, branch, max_nodes), self.device)
+
+    @staticmethod
+    def validate(depth: int, branch: int, threshold: float = 0.0, max_nodes: int = 1_000_000) -> None:
+        """Raise ValueError for knobs outside their range."""
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}")
+        if branch < 1:
+            raise ValueError(f"branch must be >= 1, got {branch}")
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        if max_nodes < 1:
+            raise ValueError(f"max_nodes must be >= 1, got {max_nodes}")
 
     def params(self) -> dict:
         return {"depth": self.depth, "branch": self.branch, "threshold": self.threshold,
@@ -85,13 +97,3 @@ class TreeDecoder(SpeculativeDecoder):
         kv.keep_path(self.target_cache, root, path)
         kv.keep_path(self.draft_cache, root, path[path <= fed])
 
-
-def _check_tree_params(depth: int, branch: int, threshold: float, max_nodes: int) -> None:
-    if depth < 1:
-        raise ValueError(f"depth must be >= 1, got {depth}")
-    if branch < 1:
-        raise ValueError(f"branch must be >= 1, got {branch}")
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-    if max_nodes < 1:
-        raise ValueError(f"max_nodes must be >= 1, got {max_nodes}")
