@@ -2,7 +2,6 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-WIKITEXT ?= ../shared/data/wikitext-2
 RUN_ARGS ?=
 
 .PHONY: setup run test lint
@@ -17,9 +16,9 @@ setup: $(PY)
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[dev]"
 
-# A comparison of every method on the default pair over WikiText-2 test prompts (local copy).
+# A comparison of every method on the default pair over WikiText-2 test prompts (the local copy by default).
 run:
-	$(PY) run.py experiment=compare dataset.path=$(WIKITEXT) $(RUN_ARGS)
+	$(PY) run.py experiment=compare $(RUN_ARGS)
 
 test:
 	$(PY) -m pytest
