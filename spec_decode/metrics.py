@@ -39,6 +39,9 @@ def summarize(run: dict, baseline_throughput: float | None = None) -> dict:
         "ttft_s": spread([s["ttft_s"] for s in samples]),
         "tpot_s": spread([(s["seconds"] - s["ttft_s"]) / (s["new_tokens"] - 1) for s in samples
                           if s["new_tokens"] > 1]),
+        "compressions": spread([s["compressions"] for s in samples]),
+        "cache_max_length": max((max(s["cache_length_per_round"], default=0) for s in samples), default=0),
+        "cache_final_length": spread([s["cache_length_per_round"][-1] for s in samples if s["cache_length_per_round"]]),
         "exact_match": spread([s["exact_match"] for s in samples if s["exact_match"] is not None]),
         "new_tokens": tokens,
         "samples": len(samples),

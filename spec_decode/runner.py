@@ -125,7 +125,7 @@ def summary_table(summary: list[dict], model: dict, env: dict) -> str:
         "method": s["method"], "tok/s": s["throughput"]["mean"], "±std": s["throughput"]["std"],
         "speedup": s["speedup"], "accept": s["acceptance_rate"], "accept(depth)": s["acceptance_depth_level"],
         "tok/round": s["tokens_per_round"], "nodes/round": s["mean_tree_nodes"],
-        "exact": s["exact_match"]["mean"],
+        "exact": s["exact_match"]["mean"], "compress": s["compressions"]["mean"],
     } for s in summary]
     header = (f"model {model['name']} ({model['dtype']}, {env['device_name']}, {env['torch_threads']} threads), "
               f"{summary[0]['samples']} samples per method")

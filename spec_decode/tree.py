@@ -91,16 +91,12 @@ class TokenTree:
         self.size = end
         return Level(start, end)
 
-    def mask(self, rows: Level, prefix_length: int, first_node: int, dtype: torch.dtype) -> torch.Tensor:
-        """Additive 4D mask `(1, 1, rows, prefix_length + rows.end - first_node)` for feeding `rows`.
+    def block(self, rows: Level, first_node: int) -> torch.Tensor:
+        """Bool `(rows, rows.end - first_node)`: which of nodes `[first_node, rows.end)` each row attends to.
 
-        Columns are `prefix_length` positions every node sees, then nodes `[first_node, rows.end)`:
-        the target sees the root as a query (`first_node=0`), the draft already holds it (`first_node=1`).
+        The target sees the root as a query (`first_node=0`); the draft already holds it (`first_node=1`).
         """
-        tree_part = self.ancestors[rows.start : rows.end, first_node : rows.end]
-        mask = torch.zeros(rows.size, prefix_length + tree_part.shape[1], dtype=dtype, device=tree_part.device)
-        mask[:, prefix_length:].masked_fill_(~tree_part, torch.finfo(dtype).min)
-        return mask[None, None]
+        return self.ancestors[rows.start : rows.end, first_node : rows.end]
 
     def accept(self, target_next: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Longest root path whose tokens all equal the target's greedy choice, and the bonus token.

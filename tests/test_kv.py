@@ -25,7 +25,7 @@ def test_gathered_path_gives_sequential_logits(pair):
     with torch.inference_mode():
         forward(model, torch.tensor(prefix[:-1]), cache)
         positions = len(prefix) - 1 + tree.depth[: tree.size]
-        mask = tree.mask(Level(0, tree.size), len(prefix) - 1, 0, model.dtype)
+        mask = kv.attention_mask(cache, positions, tree.block(Level(0, tree.size), 0), model.dtype)
         forward(model, tree.tokens[: tree.size], cache, positions, mask)
         path = torch.tensor([0, 2, 6])  # root -> second child -> one of its children
         assert tree.parents[6] == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from spec_decode.kv import additive_mask
 from spec_decode.tree import Level, TokenTree, max_tree_nodes
 
 NEG = torch.finfo(torch.float32).min
@@ -20,6 +21,11 @@ def logits_for(rows: list[dict[int, float]], vocab: int = 10) -> torch.Tensor:
             p[token] = value
         out[i] = p.log()
     return out
+
+
+def with_prefix(block: torch.Tensor, prefix: int) -> torch.Tensor:
+    """The additive mask of a tree block after `prefix` fully visible positions."""
+    return additive_mask(torch.cat([torch.ones(block.shape[0], prefix, dtype=torch.bool), block], 1), torch.float32)
 
 
 def example_tree() -> TokenTree:
@@ -41,7 +47,7 @@ def test_example_tree_shape_and_pruning():
 
 def test_mask_node_sees_prefix_ancestors_and_itself_only():
     tree = example_tree()
-    mask = tree.mask(Level(0, 6), prefix_length=3, first_node=0, dtype=torch.float32)
+    mask = with_prefix(tree.block(Level(0, 6), first_node=0), 3)
     assert mask.shape == (1, 1, 6, 9)
     visible = (mask[0, 0] == 0).int()
     # node 4 sees the 3 prefix positions, nodes 0 and 1, and itself
@@ -54,7 +60,7 @@ def test_mask_node_sees_prefix_ancestors_and_itself_only():
 def test_draft_mask_excludes_root_column():
     """The draft already holds the root in its cache, so its mask starts at node 1."""
     tree = example_tree()
-    mask = tree.mask(Level(3, 6), prefix_length=4, first_node=1, dtype=torch.float32)
+    mask = with_prefix(tree.block(Level(3, 6), first_node=1), 4)
     assert mask.shape == (1, 1, 3, 4 + 5)
     assert (mask[0, 0] == 0).int().tolist() == [
         [1, 1, 1, 1, 1, 0, 1, 0, 0],

@@ -11,13 +11,16 @@ from spec_decode.decoders.linear import LinearDecoder
 from spec_decode.decoders.tree import TreeDecoder
 
 DECODERS = {cls.name: cls for cls in (AutoregressiveDecoder, LinearDecoder, TreeDecoder, HFAssistedDecoder)}
-NEEDS_DRAFT = {"linear", "tree", "hf_assisted"}
+DECODERS |= {f"streaming_{name}": DECODERS[name] for name in ("ar", "linear", "tree")}
+NEEDS_DRAFT = {"linear", "tree", "hf_assisted", "streaming_linear", "streaming_tree"}
 
 
 def build_decoder(name: str, target: PreTrainedModel, draft: PreTrainedModel | None = None, **params):
     """The decoder called `name`, with its knobs given as keyword arguments."""
     if name not in DECODERS:
         raise ValueError(f"unknown method {name!r}; choose one of {sorted(DECODERS)}")
+    if name.startswith("streaming_") and params.get("cache_size") is None:
+        raise ValueError(f"method {name!r} needs cache_size")
     if name in NEEDS_DRAFT:
         if draft is None:
             raise ValueError(f"method {name!r} needs a draft model")

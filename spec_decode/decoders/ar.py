@@ -10,5 +10,9 @@ class AutoregressiveDecoder(Decoder):
 
     name = "ar"
 
+    def __init__(self, target, cache_size: int | None = None, sink: int = 4):
+        self.validate(cache_size, sink)
+        super().__init__(target, cache_size, sink)
+
     def _round(self, remaining: int, stats: GenerationStats) -> list[int]:
         return self._target_step(stats)

@@ -20,6 +20,8 @@ class GenerationStats:
     drafted_per_round: list[int] = field(default_factory=list)
     accepted_per_round: list[int] = field(default_factory=list)
     tree_nodes_per_round: list[int] = field(default_factory=list)
+    cache_length_per_round: list[int] = field(default_factory=list)
+    compressions: int = 0
     target_forwards: int = 0
     draft_forwards: int = 0
     ttft_s: float = 0.0
@@ -83,22 +85,39 @@ def forward(
 
 
 class Decoder:
-    """Greedy decoding of `target`, batch size 1. Subclasses implement `_round`."""
+    """Greedy decoding of `target`, batch size 1. Subclasses implement `_round` and `lookahead`.
+
+    With `cache_size`, the caches are StreamingLLM sink caches: each query sees the first `sink` positions
+    and its last `window` positions, window = cache_size - sink - lookahead + 1, so that a whole round
+    (`lookahead` tokens fed at once) fits without the cache ever holding more than `cache_size` slots.
+    """
 
     name = "decoder"
 
-    def __init__(self, target: PreTrainedModel):
+    def __init__(self, target: PreTrainedModel, cache_size: int | None = None, sink: int = 4):
         self.target = target
         self.device = target.device
         self.clock = Clock(self.device)
+        self.cache_size, self.sink = cache_size, sink
+
+    @property
+    def lookahead(self) -> int:
+        """The most tokens one round feeds the target at once (1 for AR)."""
+        return 1
+
+    @property
+    def window(self) -> int | None:
+        return None if self.cache_size is None else self.cache_size - self.sink - self.lookahead + 1
 
     @staticmethod
-    def validate() -> None:
-        """Raise ValueError for knobs outside their range (AR has none)."""
+    def validate(cache_size: int | None = None, sink: int = 4) -> None:
+        """Raise ValueError for knobs outside their range."""
+        check_streaming(cache_size, sink, lookahead=1, needed=1)
 
     def params(self) -> dict:
         """The method's knobs, as recorded in results."""
-        return {}
+        return {} if self.cache_size is None else {"cache_size": self.cache_size, "sink": self.sink,
+                                                   "window": self.window}
 
     @torch.inference_mode()
     def generate(self, prompt_ids: torch.Tensor | list[int], max_new_tokens: int,
@@ -116,31 +135,65 @@ class Decoder:
         stats.ttft_s = self.clock.now() - start
         while not _finished(tokens, max_new_tokens, eos_token_id):
             round_start = self.clock.now()
+            self._evict()
             new = self._round(max_new_tokens - len(tokens), stats)
             kept = truncate_at_eos(new, eos_token_id)
             tokens.extend(kept)
             stats.emitted_per_round.append(len(kept))
             stats.round_times_s.append(self.clock.now() - round_start)
+            if self.cache_size is not None:
+                stats.cache_length_per_round.append(kv.cache_length(self.target_cache))
+        stats.compressions = getattr(self.target_cache, "compressions", 0)
         stats.total_s = self.clock.now() - start
         return Generation(tokens, stats)
 
     def _begin(self, prompt: torch.Tensor, max_new_tokens: int) -> None:
         """Reset per-generation state: a fresh target cache and the committed-token buffer."""
-        self.target_cache = kv.new_cache()
+        self.target_cache = self._new_cache()
         self.committed = torch.empty(prompt.numel() + max_new_tokens + 1, dtype=torch.long, device=self.device)
         self.committed[: prompt.numel()] = prompt
         self.length = prompt.numel()
+
+    def _new_cache(self):
+        return kv.new_cache(self.sink, self.window) if self.cache_size is not None else kv.new_cache()
+
+    def _evict(self) -> None:
+        """Before a round: drop the target-cache slots no query of this round or later can see."""
+        if self.cache_size is not None:
+            self.target_cache.evict_before(self.length - 1)
 
     def _commit(self, tokens: torch.Tensor) -> None:
         """Append emitted tokens to the committed sequence."""
         self.committed[self.length : self.length + tokens.numel()] = tokens
         self.length += tokens.numel()
 
+    def _feed(self, model: PreTrainedModel, cache: DynamicCache, ids: torch.Tensor, start: int,
+              positions: torch.Tensor | None = None, block: torch.Tensor | None = None,
+              last_only: bool = False) -> torch.Tensor:
+        """Feed `ids` at `positions` (default start, start+1, ...) seeing `block` (default causal) of the newest."""
+        if block is None and self.cache_size is None:
+            return forward(model, ids, cache, last_only=last_only)
+        q = ids.numel()
+        if positions is None:
+            positions = torch.arange(start, start + q, device=self.device)
+        if block is None:
+            block = torch.ones(q, q, dtype=torch.bool, device=self.device).tril_()
+        mask = kv.attention_mask(cache, positions, block, model.dtype)
+        return forward(model, ids, cache, positions, mask, last_only)
+
+    def _feed_chunked(self, model: PreTrainedModel, cache: DynamicCache, ids: torch.Tensor, start: int) -> torch.Tensor:
+        """Feed a run of tokens (in chunks of `lookahead` when streaming); the logits after the last one."""
+        chunk = ids.numel() if self.cache_size is None else self.lookahead
+        for offset in range(0, ids.numel(), chunk):
+            if self.cache_size is not None:
+                cache.evict_before(start + offset)
+            logits = self._feed(model, cache, ids[offset : offset + chunk], start + offset, last_only=True)
+        return logits[-1]
+
     def _prefill(self, prompt: torch.Tensor, stats: GenerationStats) -> int:
         """Run the target over the prompt; commit and return its first token."""
-        logits = forward(self.target, prompt, self.target_cache, last_only=True)
+        first = self._feed_chunked(self.target, self.target_cache, prompt, 0).argmax()
         stats.target_forwards += 1
-        first = logits[-1].argmax()
         self._commit(first[None])
         return int(first)
 
@@ -150,13 +203,24 @@ class Decoder:
     def _target_step(self, stats: GenerationStats) -> list[int]:
         """One plain autoregressive step: feed the pending token, commit the target's next token."""
         pending = self.committed[self.length - 1 : self.length]
-        logits = forward(self.target, pending, self.target_cache)
+        logits = self._feed(self.target, self.target_cache, pending, self.length - 1)
         stats.target_forwards += 1
         nxt = logits[-1].argmax()
         self._commit(nxt[None])
         stats.drafted_per_round.append(0)
         stats.accepted_per_round.append(0)
         return [int(nxt)]
+
+
+def check_streaming(cache_size: int | None, sink: int, lookahead: int, needed: int) -> None:
+    """Raise ValueError unless the cache holds the sink, one round of `lookahead` tokens, and a `needed` window."""
+    if cache_size is None:
+        return
+    if sink < 0:
+        raise ValueError(f"sink must be >= 0, got {sink}")
+    if cache_size - sink - lookahead + 1 < needed:
+        raise ValueError(f"cache_size {cache_size} too small: sink {sink} + a round of {lookahead} tokens "
+                         f"needs cache_size >= {sink + lookahead + needed - 1}")
 
 
 def _finished(tokens: list[int], max_new_tokens: int, eos_token_id: int | None) -> bool:

@@ -6,7 +6,7 @@ import torch
 from transformers import PreTrainedModel
 
 from spec_decode import kv
-from spec_decode.decoders.base import GenerationStats, forward
+from spec_decode.decoders.base import GenerationStats, check_streaming
 from spec_decode.decoders.speculative import SpeculativeDecoder
 
 
@@ -15,19 +15,25 @@ class LinearDecoder(SpeculativeDecoder):
 
     name = "linear"
 
-    def __init__(self, target: PreTrainedModel, draft: PreTrainedModel, k: int):
-        super().__init__(target, draft)
-        self.validate(k)
+    def __init__(self, target: PreTrainedModel, draft: PreTrainedModel, k: int, cache_size: int | None = None,
+                 sink: int = 4):
+        super().__init__(target, draft, cache_size, sink)
+        self.validate(k, cache_size, sink)
         self.k = k
 
+    @property
+    def lookahead(self) -> int:
+        return self.k + 1
+
     @staticmethod
-    def validate(k: int) -> None:
+    def validate(k: int, cache_size: int | None = None, sink: int = 4) -> None:
         """Raise ValueError for knobs outside their range."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
+        check_streaming(cache_size, sink, lookahead=k + 1, needed=k + 1)
 
     def params(self) -> dict:
-        return {"k": self.k}
+        return {"k": self.k} | super().params()
 
     def _round(self, remaining: int, stats: GenerationStats) -> list[int]:
         k = min(self.k, remaining - 1)
@@ -35,7 +41,8 @@ class LinearDecoder(SpeculativeDecoder):
             return self._target_step(stats)
         drafts = self._propose(k, stats)
         base = self.length  # committed tokens; the last one is pending in the target
-        logits = forward(self.target, torch.cat([self.committed[base - 1 : base], drafts]), self.target_cache)
+        block = torch.cat([self.committed[base - 1 : base], drafts])
+        logits = self._feed(self.target, self.target_cache, block, base - 1)
         stats.target_forwards += 1
         predicted = logits.argmax(-1)
         agree = (predicted[:-1] == drafts).cumprod(0).sum()
@@ -52,8 +59,8 @@ class LinearDecoder(SpeculativeDecoder):
         """K greedy draft tokens, each fed back to the draft except the last."""
         token = self._draft_catch_up(stats).argmax()
         drafts = [token]
-        for _ in range(k - 1):
-            token = forward(self.draft, token[None], self.draft_cache)[-1].argmax()
+        for i in range(k - 1):
+            token = self._feed(self.draft, self.draft_cache, token[None], self.length + i)[-1].argmax()
             stats.draft_forwards += 1
             drafts.append(token)
         return torch.stack(drafts)

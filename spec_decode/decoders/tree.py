@@ -6,7 +6,7 @@ import torch
 from transformers import PreTrainedModel
 
 from spec_decode import kv
-from spec_decode.decoders.base import GenerationStats, forward
+from spec_decode.decoders.base import GenerationStats, check_streaming
 from spec_decode.decoders.speculative import SpeculativeDecoder
 from spec_decode.tree import Level, TokenTree, max_tree_nodes
 
@@ -21,14 +21,19 @@ class TreeDecoder(SpeculativeDecoder):
     name = "tree"
 
     def __init__(self, target: PreTrainedModel, draft: PreTrainedModel, depth: int, branch: int,
-                 threshold: float = 0.0, max_nodes: int = 1_000_000):
-        super().__init__(target, draft)
-        self.validate(depth, branch, threshold, max_nodes)
+                 threshold: float = 0.0, max_nodes: int = 1_000_000, cache_size: int | None = None, sink: int = 4):
+        super().__init__(target, draft, cache_size, sink)
+        self.validate(depth, branch, threshold, max_nodes, cache_size, sink)
         self.depth, self.branch, self.threshold, self.max_nodes = depth, branch, threshold, max_nodes
         self.tree = TokenTree(max_tree_nodes(depth, branch, max_nodes), self.device)
 
+    @property
+    def lookahead(self) -> int:
+        return self.tree.capacity + 1
+
     @staticmethod
-    def validate(depth: int, branch: int, threshold: float = 0.0, max_nodes: int = 1_000_000) -> None:
+    def validate(depth: int, branch: int, threshold: float = 0.0, max_nodes: int = 1_000_000,
+                 cache_size: int | None = None, sink: int = 4) -> None:
         """Raise ValueError for knobs outside their range."""
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
@@ -38,10 +43,12 @@ class TreeDecoder(SpeculativeDecoder):
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         if max_nodes < 1:
             raise ValueError(f"max_nodes must be >= 1, got {max_nodes}")
+        nodes = max_tree_nodes(depth, branch, max_nodes)
+        check_streaming(cache_size, sink, lookahead=nodes + 1, needed=depth + 1)
 
     def params(self) -> dict:
         return {"depth": self.depth, "branch": self.branch, "threshold": self.threshold,
-                "max_nodes": self.max_nodes}
+                "max_nodes": self.max_nodes} | super().params()
 
     def _round(self, remaining: int, stats: GenerationStats) -> list[int]:
         depth = min(self.depth, remaining - 1)
@@ -77,17 +84,16 @@ class TreeDecoder(SpeculativeDecoder):
         tree, base = self.tree, self.length
         nodes = slice(level.start, level.end)
         positions = torch.full((level.size,), base - 1 + depth, device=self.device)
-        mask = tree.mask(level, base, first_node=1, dtype=self.draft.dtype)
         stats.draft_forwards += 1
-        return forward(self.draft, tree.tokens[nodes], self.draft_cache, positions, mask)
+        return self._feed(self.draft, self.draft_cache, tree.tokens[nodes], base, positions, tree.block(level, 1))
 
     def _verify(self, stats: GenerationStats) -> tuple[torch.Tensor, torch.Tensor]:
         """One target forward over the flattened tree; the accepted path and the bonus token."""
         tree, past = self.tree, self.length - 1
         whole = Level(0, tree.size)
         positions = past + tree.depth[: tree.size]
-        mask = tree.mask(whole, past, first_node=0, dtype=self.target.dtype)
-        logits = forward(self.target, tree.tokens[: tree.size], self.target_cache, positions, mask)
+        logits = self._feed(self.target, self.target_cache, tree.tokens[: tree.size], past, positions,
+                            tree.block(whole, 0))
         stats.target_forwards += 1
         return tree.accept(logits.argmax(-1))
 
