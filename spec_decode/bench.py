@@ -23,12 +23,16 @@ class Protocol:
     warmup: int = 10
     repeats: int = 3
     seed: int = 0
+    profile: bool = False
+    trace_rounds: int = 0
 
 
 def run_method(pair: ModelPair, name: str, params: dict, prompts: list[Prompt], protocol: Protocol,
                reference: dict[int, list[int]] | None = None) -> dict:
     """Warm up, then time `repeats` generations per prompt; raw samples plus memory and the knobs used."""
     decoder = build_decoder(name, pair.target, pair.draft, **params)
+    decoder.profile = protocol.profile
+    decoder.trace_rounds = protocol.trace_rounds
     eos = pair.eos_token_id
     _reset_memory(pair.target.device)
     for i in tqdm(range(protocol.warmup), desc=f"{name} warm-up", leave=False):

@@ -107,7 +107,7 @@ def protocol_from(cfg: DictConfig) -> Protocol:
     for key, least in checks.items():
         if cfg[key] < least:
             raise ConfigError(f"{key} must be >= {least}, got {cfg[key]}")
-    return Protocol(cfg.max_new_tokens, cfg.warmup, cfg.repeats, cfg.seed)
+    return Protocol(cfg.max_new_tokens, cfg.warmup, cfg.repeats, cfg.seed, cfg.profile, cfg.trace_rounds)
 
 
 def _dataset_cfg(dataset: DictConfig) -> dict:

@@ -45,6 +45,7 @@ class TokenTree:
         self.log_path_prob = torch.zeros(size, dtype=torch.float32, device=device)
         self.ancestors = torch.zeros(size, size, dtype=torch.bool, device=device)
         self.size = 1
+        self.pruned: list[dict] | None = None  # set to a list to record the children pruning dropped
 
     def reset(self, root_token: torch.Tensor) -> Level:
         """Start a new tree whose only node is `root_token`."""
@@ -66,15 +67,32 @@ class TokenTree:
         top_p, top_tokens = probs.topk(branch, dim=-1)
         parent_ids = torch.arange(parents.start, parents.end, device=probs.device)[:, None].expand_as(top_tokens)
         keep = top_p >= threshold
+        if self.pruned is not None:
+            self._record_pruned(parent_ids[~keep], top_tokens[~keep], top_p[~keep])
         cand_p, cand_tokens, cand_parents = top_p[keep], top_tokens[keep], parent_ids[keep]
         cand_logp = self.log_path_prob[cand_parents] + cand_p.log()
         room = self.capacity + 1 - self.size
         if cand_tokens.numel() > room:
             best = cand_logp.topk(room).indices.sort().values
+            if self.pruned is not None:
+                cut = torch.ones_like(cand_p, dtype=torch.bool).index_fill_(0, best, False)
+                self._record_pruned(cand_parents[cut], cand_tokens[cut], cand_p[cut])
             cand_p, cand_tokens, cand_parents, cand_logp = (
                 cand_p[best], cand_tokens[best], cand_parents[best], cand_logp[best]
             )
         return self._append(cand_tokens, cand_parents, cand_p, cand_logp)
+
+    def _record_pruned(self, parents: torch.Tensor, tokens: torch.Tensor, probs: torch.Tensor) -> None:
+        self.pruned += [{"parent": p, "token": t, "prob": q}
+                        for p, t, q in zip(parents.tolist(), tokens.tolist(), probs.tolist(), strict=True)]
+
+    def snapshot(self) -> dict:
+        """The tree as plain lists (for traces): tokens, parents (root: -1), depths, draft probabilities."""
+        n = self.size
+        parents = self.parents[:n].tolist()
+        parents[0] = -1
+        return {"token": self.tokens[:n].tolist(), "parent": parents, "depth": self.depth[:n].tolist(),
+                "prob": self.probs[:n].tolist(), "pruned": list(self.pruned or [])}
 
     def _append(self, tokens: torch.Tensor, parents: torch.Tensor, probs: torch.Tensor,
                 logp: torch.Tensor) -> Level:

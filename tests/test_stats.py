@@ -53,3 +53,21 @@ def test_bad_parameters_raise_clear_errors(pair):
         build_decoder("ar", pair.target).generate([1, 2], 0)
     with pytest.raises(ValueError, match="at least one token"):
         build_decoder("ar", pair.target).generate([], 5)
+
+
+def test_profile_and_trace_leave_tokens_unchanged(pair):
+    prompt = random_prompts(1, seed=6)[0]
+    params = {"depth": 3, "branch": 2, "threshold": 0.05, "max_nodes": 8}
+    plain = build_decoder("tree", pair.target, pair.draft, **params).generate(prompt, 30)
+    decoder = build_decoder("tree", pair.target, pair.draft, **params)
+    decoder.profile, decoder.trace_rounds = True, 2
+    out = decoder.generate(prompt, 30)
+    assert out.tokens == plain.tokens
+    s = out.stats
+    assert len(s.target_forward_s_per_round) == len(s.draft_forward_s_per_round) == s.rounds
+    assert all(0 < t <= r for t, r in zip(s.target_forward_s_per_round, s.round_times_s, strict=True))
+    assert len(s.trace) == 2
+    first = s.trace[0]
+    assert first["accepted"][0] == 0 and first["parent"][0] == -1
+    assert len(first["token"]) == len(first["target_next"]) == s.tree_nodes_per_round[0] + 1
+    assert all(p["prob"] < params["threshold"] for p in first["pruned"]) or len(first["token"]) == 9

@@ -21,6 +21,9 @@ class GenerationStats:
     accepted_per_round: list[int] = field(default_factory=list)
     tree_nodes_per_round: list[int] = field(default_factory=list)
     cache_length_per_round: list[int] = field(default_factory=list)
+    target_forward_s_per_round: list[float] = field(default_factory=list)
+    draft_forward_s_per_round: list[float] = field(default_factory=list)
+    trace: list[dict] = field(default_factory=list)
     compressions: int = 0
     target_forwards: int = 0
     draft_forwards: int = 0
@@ -93,12 +96,14 @@ class Decoder:
     """
 
     name = "decoder"
+    profile = False  # when True, time every model forward (per round, target and draft) without changing tokens
 
     def __init__(self, target: PreTrainedModel, cache_size: int | None = None, sink: int = 4):
         self.target = target
         self.device = target.device
         self.clock = Clock(self.device)
         self.cache_size, self.sink = cache_size, sink
+        self._forward_s = {"target": 0.0, "draft": 0.0}
 
     @property
     def lookahead(self) -> int:
@@ -135,6 +140,7 @@ class Decoder:
         stats.ttft_s = self.clock.now() - start
         while not _finished(tokens, max_new_tokens, eos_token_id):
             round_start = self.clock.now()
+            self._forward_s = {"target": 0.0, "draft": 0.0}
             self._evict()
             new = self._round(max_new_tokens - len(tokens), stats)
             kept = truncate_at_eos(new, eos_token_id)
@@ -143,6 +149,9 @@ class Decoder:
             stats.round_times_s.append(self.clock.now() - round_start)
             if self.cache_size is not None:
                 stats.cache_length_per_round.append(kv.cache_length(self.target_cache))
+            if self.profile:
+                stats.target_forward_s_per_round.append(self._forward_s["target"])
+                stats.draft_forward_s_per_round.append(self._forward_s["draft"])
         stats.compressions = getattr(self.target_cache, "compressions", 0)
         stats.total_s = self.clock.now() - start
         return Generation(tokens, stats)
@@ -172,14 +181,24 @@ class Decoder:
               last_only: bool = False) -> torch.Tensor:
         """Feed `ids` at `positions` (default start, start+1, ...) seeing `block` (default causal) of the newest."""
         if block is None and self.cache_size is None:
-            return forward(model, ids, cache, last_only=last_only)
+            return self._forward(model, ids, cache, None, None, last_only)
         q = ids.numel()
         if positions is None:
             positions = torch.arange(start, start + q, device=self.device)
         if block is None:
             block = torch.ones(q, q, dtype=torch.bool, device=self.device).tril_()
         mask = kv.attention_mask(cache, positions, block, model.dtype)
-        return forward(model, ids, cache, positions, mask, last_only)
+        return self._forward(model, ids, cache, positions, mask, last_only)
+
+    def _forward(self, model: PreTrainedModel, ids: torch.Tensor, cache: DynamicCache,
+                 positions: torch.Tensor | None, mask: torch.Tensor | None, last_only: bool) -> torch.Tensor:
+        """One model forward, timed per model when profiling."""
+        if not self.profile:
+            return forward(model, ids, cache, positions, mask, last_only)
+        begin = self.clock.now()
+        logits = forward(model, ids, cache, positions, mask, last_only)
+        self._forward_s["target" if model is self.target else "draft"] += self.clock.now() - begin
+        return logits
 
     def _feed_chunked(self, model: PreTrainedModel, cache: DynamicCache, ids: torch.Tensor, start: int) -> torch.Tensor:
         """Feed a run of tokens (in chunks of `lookahead` when streaming); the logits after the last one."""

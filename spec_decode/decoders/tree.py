@@ -19,6 +19,7 @@ class TreeDecoder(SpeculativeDecoder):
     """
 
     name = "tree"
+    trace_rounds = 0  # record the first N rounds' trees (nodes, pruned children, target verdicts, accepted path)
 
     def __init__(self, target: PreTrainedModel, draft: PreTrainedModel, depth: int, branch: int,
                  threshold: float = 0.0, max_nodes: int = 1_000_000, cache_size: int | None = None, sink: int = 4):
@@ -55,8 +56,13 @@ class TreeDecoder(SpeculativeDecoder):
         if depth == 0:
             stats.tree_nodes_per_round.append(0)
             return self._target_step(stats)
+        tracing = len(stats.trace) < self.trace_rounds
+        self.tree.pruned = [] if tracing else None
         fed = self._grow(depth, stats)
-        path, bonus = self._verify(stats)
+        path, bonus, target_next = self._verify(stats)
+        if tracing:
+            stats.trace.append(self.tree.snapshot() | {"target_next": target_next[: self.tree.size].tolist(),
+                                                       "accepted": path.tolist(), "bonus": int(bonus)})
         self._keep(path, fed)
         emitted = torch.cat([self.tree.tokens[path[1:]], bonus[None]])
         self._commit(emitted)
@@ -87,15 +93,16 @@ class TreeDecoder(SpeculativeDecoder):
         stats.draft_forwards += 1
         return self._feed(self.draft, self.draft_cache, tree.tokens[nodes], base, positions, tree.block(level, 1))
 
-    def _verify(self, stats: GenerationStats) -> tuple[torch.Tensor, torch.Tensor]:
-        """One target forward over the flattened tree; the accepted path and the bonus token."""
+    def _verify(self, stats: GenerationStats) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One target forward over the flattened tree; the accepted path, the bonus token, the target's argmax."""
         tree, past = self.tree, self.length - 1
         whole = Level(0, tree.size)
         positions = past + tree.depth[: tree.size]
         logits = self._feed(self.target, self.target_cache, tree.tokens[: tree.size], past, positions,
                             tree.block(whole, 0))
         stats.target_forwards += 1
-        return tree.accept(logits.argmax(-1))
+        target_next = logits.argmax(-1)
+        return *tree.accept(target_next), target_next
 
     def _keep(self, path: torch.Tensor, fed: int) -> None:
         """Gather the accepted path's KV entries into place in both caches."""
