@@ -35,8 +35,9 @@ def max_tree_nodes(depth: int, branch: int, max_nodes: int) -> int:
 class TokenTree:
     """A draft token tree held in tensors sized once for the largest tree a decoder can grow."""
 
-    def __init__(self, capacity: int, device: torch.device | str = "cpu"):
-        size = capacity + 1
+    def __init__(self, capacity: int, device: torch.device | str = "cpu", reserve: int = 0):
+        """`capacity` draft nodes (root excluded) plus `reserve` more for grafted chains."""
+        size = capacity + reserve + 1
         self.capacity = capacity
         self.tokens = torch.zeros(size, dtype=torch.long, device=device)
         self.parents = torch.zeros(size, dtype=torch.long, device=device)
@@ -81,6 +82,31 @@ class TokenTree:
                 cand_p[best], cand_tokens[best], cand_parents[best], cand_logp[best]
             )
         return self._append(cand_tokens, cand_parents, cand_p, cand_logp)
+
+    def graft(self, chain: torch.Tensor) -> Level:
+        """Add a token chain from the root, sharing the longest prefix the tree already holds."""
+        n = self.size
+        depth = self.depth[:n]
+        on_chain = torch.zeros(n, dtype=torch.bool, device=chain.device)
+        inside = (depth >= 1) & (depth <= chain.numel())
+        on_chain[inside] = self.tokens[:n][inside] == chain[depth[inside] - 1]
+        on_chain[0] = True
+        matches = ~(self.ancestors[:n, :n] & ~on_chain).any(-1)
+        deepest = (depth * matches).argmax()
+        shared = int(depth[deepest])
+        rest = chain[shared : shared + self.tokens.numel() - n]
+        start, end = n, n + rest.numel()
+        new = torch.arange(start, end, device=chain.device)
+        self.tokens[start:end] = rest
+        self.parents[start:end] = torch.cat([deepest[None], new[:-1]])
+        self.depth[start:end] = shared + 1 + torch.arange(rest.numel(), device=chain.device)
+        self.probs[start:end] = 1.0  # lookup nodes come from the context, not from the draft
+        self.log_path_prob[start:end] = self.log_path_prob[deepest]
+        self.ancestors[start:end] = self.ancestors[deepest]
+        self.ancestors[start:end, start:end] = torch.ones(rest.numel(), rest.numel(), dtype=torch.bool,
+                                                          device=chain.device).tril_()
+        self.size = end
+        return Level(start, end)
 
     def _record_pruned(self, parents: torch.Tensor, tokens: torch.Tensor, probs: torch.Tensor) -> None:
         self.pruned += [{"parent": p, "token": t, "prob": q}

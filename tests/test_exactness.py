@@ -22,8 +22,11 @@ METHODS = [
     ("tree", {"depth": 4, "branch": 3, "threshold": 1.0}),
     ("tree", {"depth": 4, "branch": 3, "max_nodes": 1}),
     ("tree", {"depth": 8, "branch": 2, "threshold": 0.02, "max_nodes": 7}),
+    ("tree", {"depth": 4, "branch": 2, "threshold": 0.05, "max_nodes": 10, "lookup": 6}),
+    ("tree", {"depth": 2, "branch": 2, "max_nodes": 3, "lookup": 8, "ngram": 1}),
     ("hf_assisted", {}),
     ("hf_assisted", {"num_assistant_tokens": 3, "num_assistant_tokens_schedule": "heuristic"}),
+    ("hf_lookup", {"prompt_lookup_num_tokens": 4}),
 ]
 
 
@@ -39,7 +42,7 @@ def test_matches_ar_on_many_prompts(pair64, method, params):
         assert decoder.generate(prompt, 40).tokens == expected, f"prompt {seed}"
 
 
-@pytest.mark.parametrize(("method", "params"), METHODS[:10], ids=lambda x: str(x))
+@pytest.mark.parametrize(("method", "params"), METHODS[:12], ids=lambda x: str(x))
 def test_matches_ar_in_float32(pair, method, params):
     decoder = build_decoder(method, pair.target, pair.draft, **params)
     for prompt in random_prompts(3, seed=7):
@@ -76,6 +79,7 @@ def test_one_token_prompt(pair64, method, params):
 
 
 @pytest.mark.parametrize(("method", "params"), [("linear", {"k": 5}), ("tree", {"depth": 5, "branch": 2}),
+                                                ("tree", {"depth": 4, "branch": 2, "max_nodes": 10, "lookup": 8}),
                                                 ("tree", {"depth": 8, "branch": 3, "threshold": 0.03,
                                                           "max_nodes": 64})])
 def test_long_generation_across_many_rounds(pair, method, params):

@@ -124,3 +124,24 @@ def test_max_tree_nodes():
     assert max_tree_nodes(3, 2, 100) == 14
     assert max_tree_nodes(8, 1, 100) == 8
     assert max_tree_nodes(8, 3, 50) == 50
+
+
+def test_graft_shares_the_existing_prefix_and_adds_a_chain():
+    tree = example_tree()  # root 9; 1 -> (3, 4); 2 -> 5
+    level = tree.graft(torch.tensor([2, 5, 7, 8]))
+    assert (level.start, level.end) == (6, 8)
+    assert tree.parents[6:8].tolist() == [5, 6]
+    assert tree.depth[6:8].tolist() == [3, 4]
+    visible = tree.block(Level(0, 8), 0)
+    assert visible[7].nonzero().squeeze(1).tolist() == [0, 2, 5, 6, 7]
+    path, bonus = tree.accept(torch.tensor([2, 0, 5, 0, 0, 7, 8, 4]))
+    assert path.tolist() == [0, 2, 5, 6, 7] and int(bonus) == 4
+
+
+def test_graft_new_branch_from_root_and_respects_room():
+    tree = TokenTree(capacity=2, reserve=2)
+    tree.reset(torch.tensor(0))
+    tree.grow(Level(0, 1), logits_for([{1: 0.6, 2: 0.3}]), branch=2, threshold=0.1)
+    level = tree.graft(torch.tensor([6, 7, 8, 9]))
+    assert level.size == 2 and tree.parents[3:5].tolist() == [0, 3]
+    assert tree.graft(torch.tensor([5])).size == 0

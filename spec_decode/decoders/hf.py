@@ -77,23 +77,27 @@ class HFAssistedDecoder:
     def params(self) -> dict:
         return dict(self.knobs)
 
+    def _generate_kwargs(self) -> dict:
+        """What `generate` needs besides the prompt to run this method."""
+        self.draft.generation_config.update(**self.knobs)
+        return {"assistant_model": self.draft}
+
     @torch.inference_mode()
     def generate(self, prompt_ids: torch.Tensor | list[int], max_new_tokens: int,
                  eos_token_id: int | None = None) -> Generation:
-        """Greedy assisted generation, with per-round statistics read from a streamer and forward hooks."""
+        """Greedy generation through `generate`, with per-round statistics from a streamer and forward hooks."""
         prompt = torch.as_tensor(prompt_ids, dtype=torch.long, device=self.target.device).reshape(1, -1)
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        self.draft.generation_config.update(**self.knobs)
         recorder = _RoundRecorder(self.clock)
-        counters = _ForwardCounter(self.target), _ForwardCounter(self.draft)
+        counters = [_ForwardCounter(self.target)] + ([_ForwardCounter(self.draft)] if self.draft else [])
         start = self.clock.now()
         try:
             out = self.target.generate(
-                prompt, attention_mask=torch.ones_like(prompt), assistant_model=self.draft, do_sample=False,
+                prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
                 max_new_tokens=max_new_tokens, min_new_tokens=0, eos_token_id=eos_token_id,
                 pad_token_id=eos_token_id if eos_token_id is not None else 0, streamer=recorder,
-                top_k=None, top_p=None, temperature=None,
+                top_k=None, top_p=None, temperature=None, **self._generate_kwargs(),
             )
         finally:
             for counter in counters:
@@ -103,6 +107,28 @@ class HFAssistedDecoder:
         return Generation(tokens, _stats(recorder, start, end, counters))
 
 
+class HFLookupDecoder(HFAssistedDecoder):
+    """transformers' prompt lookup decoding: n-gram continuations found in the context, no draft model."""
+
+    name = "hf_lookup"
+
+    def __init__(self, target: PreTrainedModel, prompt_lookup_num_tokens: int = 10, max_matching_ngram_size: int = 2):
+        self.validate(prompt_lookup_num_tokens, max_matching_ngram_size)
+        self.target, self.draft = target, None
+        self.knobs = {"prompt_lookup_num_tokens": prompt_lookup_num_tokens,
+                      "max_matching_ngram_size": max_matching_ngram_size}
+        self.clock = Clock(target.device)
+
+    @staticmethod
+    def validate(prompt_lookup_num_tokens: int = 10, max_matching_ngram_size: int = 2) -> None:
+        """Raise ValueError for knobs outside their range."""
+        if prompt_lookup_num_tokens < 1 or max_matching_ngram_size < 1:
+            raise ValueError("prompt_lookup_num_tokens and max_matching_ngram_size must be >= 1")
+
+    def _generate_kwargs(self) -> dict:
+        return dict(self.knobs)
+
+
 def _stats(recorder: _RoundRecorder, start: float, end: float, counters) -> GenerationStats:
     """Per-round statistics from the streamer, whose first put is the prompt and each later put a round.
 
@@ -110,7 +136,8 @@ def _stats(recorder: _RoundRecorder, start: float, end: float, counters) -> Gene
     How many tokens each round drafted is not exposed, so `drafted_per_round` stays empty.
     """
     times, counts = recorder.times[1:], recorder.counts[1:]
-    stats = GenerationStats(target_forwards=counters[0].calls, draft_forwards=counters[1].calls)
+    draft_calls = counters[1].calls if len(counters) > 1 else 0
+    stats = GenerationStats(target_forwards=counters[0].calls, draft_forwards=draft_calls)
     stats.ttft_s = times[0] - start
     stats.emitted_per_round = counts
     stats.round_times_s = [b - a for a, b in zip([start, *times[:-1]], times, strict=True)]

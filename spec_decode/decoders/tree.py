@@ -8,6 +8,7 @@ from transformers import PreTrainedModel
 from spec_decode import kv
 from spec_decode.decoders.base import GenerationStats, check_streaming
 from spec_decode.decoders.speculative import SpeculativeDecoder
+from spec_decode.lookup import ngram_continuation
 from spec_decode.tree import Level, TokenTree, max_tree_nodes
 
 
@@ -16,25 +17,29 @@ class TreeDecoder(SpeculativeDecoder):
 
     A child is kept when its draft probability given its parent is >= `threshold`; when a level would
     pass `max_nodes` (root excluded), the candidates with the highest path probability are kept.
+    With `lookup` > 0 the tree also holds a chain of up to `lookup` tokens continuing the latest earlier
+    occurrence of the context's last n-gram (n <= `ngram`), verified in the same target forward.
     """
 
     name = "tree"
     trace_rounds = 0  # record the first N rounds' trees (nodes, pruned children, target verdicts, accepted path)
 
     def __init__(self, target: PreTrainedModel, draft: PreTrainedModel, depth: int, branch: int,
-                 threshold: float = 0.0, max_nodes: int = 1_000_000, cache_size: int | None = None, sink: int = 4):
+                 threshold: float = 0.0, max_nodes: int = 1_000_000, lookup: int = 0, ngram: int = 3,
+                 cache_size: int | None = None, sink: int = 4):
         super().__init__(target, draft, cache_size, sink)
-        self.validate(depth, branch, threshold, max_nodes, cache_size, sink)
+        self.validate(depth, branch, threshold, max_nodes, lookup, ngram, cache_size, sink)
         self.depth, self.branch, self.threshold, self.max_nodes = depth, branch, threshold, max_nodes
-        self.tree = TokenTree(max_tree_nodes(depth, branch, max_nodes), self.device)
+        self.lookup, self.ngram = lookup, ngram
+        self.tree = TokenTree(max_tree_nodes(depth, branch, max_nodes), self.device, reserve=lookup)
 
     @property
     def lookahead(self) -> int:
-        return self.tree.capacity + 1
+        return self.tree.tokens.numel()
 
     @staticmethod
-    def validate(depth: int, branch: int, threshold: float = 0.0, max_nodes: int = 1_000_000,
-                 cache_size: int | None = None, sink: int = 4) -> None:
+    def validate(depth: int, branch: int, threshold: float = 0.0, max_nodes: int = 1_000_000, lookup: int = 0,
+                 ngram: int = 3, cache_size: int | None = None, sink: int = 4) -> None:
         """Raise ValueError for knobs outside their range."""
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
@@ -44,12 +49,15 @@ class TreeDecoder(SpeculativeDecoder):
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         if max_nodes < 1:
             raise ValueError(f"max_nodes must be >= 1, got {max_nodes}")
-        nodes = max_tree_nodes(depth, branch, max_nodes)
-        check_streaming(cache_size, sink, lookahead=nodes + 1, needed=depth + 1)
+        if lookup < 0 or ngram < 1:
+            raise ValueError(f"lookup must be >= 0 and ngram >= 1, got {lookup} and {ngram}")
+        nodes = max_tree_nodes(depth, branch, max_nodes) + lookup
+        check_streaming(cache_size, sink, lookahead=nodes + 1, needed=max(depth, lookup) + 1)
 
     def params(self) -> dict:
+        lookup = {"lookup": self.lookup, "ngram": self.ngram} if self.lookup else {}
         return {"depth": self.depth, "branch": self.branch, "threshold": self.threshold,
-                "max_nodes": self.max_nodes} | super().params()
+                "max_nodes": self.max_nodes} | lookup | super().params()
 
     def _round(self, remaining: int, stats: GenerationStats) -> list[int]:
         depth = min(self.depth, remaining - 1)
@@ -59,6 +67,9 @@ class TreeDecoder(SpeculativeDecoder):
         tracing = len(stats.trace) < self.trace_rounds
         self.tree.pruned = [] if tracing else None
         fed = self._grow(depth, stats)
+        if self.lookup:
+            self.tree.graft(ngram_continuation(self.committed[: self.length], self.ngram,
+                                               min(self.lookup, remaining - 1)))
         path, bonus, target_next = self._verify(stats)
         if tracing:
             stats.trace.append(self.tree.snapshot() | {"target_next": target_next[: self.tree.size].tolist(),
