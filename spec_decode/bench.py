@@ -10,6 +10,7 @@ import psutil
 import torch
 from tqdm.auto import tqdm
 
+from spec_decode import costmodel
 from spec_decode.data import Prompt
 from spec_decode.decoders import build_decoder
 from spec_decode.models import ModelPair
@@ -30,6 +31,10 @@ class Protocol:
 def run_method(pair: ModelPair, name: str, params: dict, prompts: list[Prompt], protocol: Protocol,
                reference: dict[int, list[int]] | None = None) -> dict:
     """Warm up, then time `repeats` generations per prompt; raw samples plus memory and the knobs used."""
+    params, calibration = dict(params), None
+    if params.pop("budget", "fixed") == "auto":
+        calibration = calibrate_budget(pair, name, params, prompts, protocol)
+        params |= {"depth": calibration["choice"]["depth"], "max_nodes": calibration["choice"]["max_nodes"]}
     decoder = build_decoder(name, pair.target, pair.draft, **params)
     decoder.profile = protocol.profile
     decoder.trace_rounds = protocol.trace_rounds
@@ -46,8 +51,35 @@ def run_method(pair: ModelPair, name: str, params: dict, prompts: list[Prompt], 
             samples.append(_sample(p, r, out, None if reference is None else reference[p]))
             bar.update()
     bar.close()
-    return {"method": name, "params": decoder.params(), "samples": samples,
-            "memory": _memory(pair.target.device)}
+    run = {"method": name, "params": decoder.params(), "samples": samples, "memory": _memory(pair.target.device)}
+    if calibration:
+        measured = sum(s["new_tokens"] - 1 for s in samples) / sum(s["seconds"] - s["ttft_s"] for s in samples)
+        calibration["measured_decode_tokens_per_s"] = measured
+        calibration["prediction_error"] = calibration["choice"]["tokens_per_s"] / measured - 1
+        run["calibration"] = calibration
+    return run
+
+
+CALIBRATION_DEPTHS = range(1, 13)
+CALIBRATION_CAPS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128)
+
+
+def calibrate_budget(pair: ModelPair, name: str, params: dict, prompts: list[Prompt], protocol: Protocol) -> dict:
+    """Profile a large tree on the first prompts, fit the cost model, and pick (depth, max_nodes) from it.
+
+    The user's depth and max_nodes are the largest budget considered.
+    """
+    probe = build_decoder(name, pair.target, pair.draft, **params)
+    probe.profile, probe.trace_rounds = True, 10**9
+    samples = [probe.generate(p.ids, protocol.max_new_tokens, pair.eos_token_id).stats.to_dict()
+               for p in tqdm(prompts[:3], desc=f"{name} budget calibration", leave=False)]
+    model = costmodel.fit(samples)
+    traces = [t for s in samples for t in s["trace"]]
+    depths = [d for d in CALIBRATION_DEPTHS if d <= params["depth"]]
+    caps = [c for c in CALIBRATION_CAPS if c <= params["max_nodes"]] or [params["max_nodes"]]
+    choice = costmodel.choose_budget(model, traces, depths, caps)
+    return {"cost_model": model.to_dict(), "choice": choice, "rounds": len(traces),
+            "probe": {"depth": params["depth"], "max_nodes": params["max_nodes"]}}
 
 
 def _sample(prompt_index: int, repeat: int, out, reference: list[int] | None) -> dict:

@@ -42,12 +42,24 @@ def summarize(run: dict, baseline_throughput: float | None = None) -> dict:
         "compressions": spread([s["compressions"] for s in samples]),
         "cache_max_length": max((max(s["cache_length_per_round"], default=0) for s in samples), default=0),
         "cache_final_length": spread([s["cache_length_per_round"][-1] for s in samples if s["cache_length_per_round"]]),
+        **_phases(samples),
         "exact_match": spread([s["exact_match"] for s in samples if s["exact_match"] is not None]),
         "new_tokens": tokens,
         "samples": len(samples),
         "memory": run["memory"],
     }
     return summary
+
+
+def _phases(samples: list[dict]) -> dict:
+    """With profile on: shares of round time inside target forwards, draft forwards, and everything else."""
+    rounds = sum(sum(s["round_times_s"]) for s in samples if s["target_forward_s_per_round"])
+    if not rounds:
+        return {}
+    target = sum(sum(s["target_forward_s_per_round"]) for s in samples)
+    draft = sum(sum(s["draft_forward_s_per_round"]) for s in samples)
+    return {"time_share": {"target_forward": target / rounds, "draft_forward": draft / rounds,
+                           "overhead": 1 - (target + draft) / rounds}}
 
 
 def _depth_level(samples: list[dict], params: dict) -> float:

@@ -36,4 +36,8 @@ def validate_method(name: str, params: dict) -> None:
     """Check a method's name and knobs before any model is loaded (ValueError / TypeError)."""
     if name not in DECODERS:
         raise ValueError(f"unknown method {name!r}; choose one of {sorted(DECODERS)}")
+    params = dict(params)
+    budget = params.pop("budget", None)
+    if budget not in (None, "fixed") and not (budget == "auto" and "tree" in name):
+        raise ValueError(f"budget must be 'fixed' or (tree methods) 'auto', got {budget!r}")
     DECODERS[name].validate(**params)

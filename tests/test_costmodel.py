@@ -1,0 +1,57 @@
+"""The per-round cost model and the automatic tree budget."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from spec_decode import costmodel
+from spec_decode.bench import Protocol, run_method
+from spec_decode.data import Prompt
+from spec_decode.decoders import build_decoder
+from tests.conftest import random_prompts
+
+
+def traced_samples(pair, **params) -> list[dict]:
+    decoder = build_decoder("tree", pair.target, pair.draft, **params)
+    decoder.profile, decoder.trace_rounds = True, 10**6
+    return [decoder.generate(p, 60).stats.to_dict() for p in random_prompts(3, seed=31)]
+
+
+def test_fit_recovers_known_costs():
+    gen = np.random.default_rng(0)
+    sample = {"trace": [], "round_times_s": [], "target_forward_s_per_round": [], "draft_forward_s_per_round": []}
+    for _ in range(50):
+        trace = {"depth": [0, *sorted(gen.integers(1, 8, size=int(gen.integers(1, 60))).tolist())]}
+        forwards, fed, nodes = costmodel.round_features(trace)
+        draft, verify, other = 0.002 * forwards + 1e-4 * fed, 0.01 + 3e-4 * nodes, 5e-4 + 1e-5 * nodes
+        sample["trace"].append(trace)
+        sample["draft_forward_s_per_round"].append(draft)
+        sample["target_forward_s_per_round"].append(verify)
+        sample["round_times_s"].append(draft + verify + other)
+    model = costmodel.fit([sample])
+    np.testing.assert_allclose(model.draft, [0.002, 1e-4], rtol=1e-6)
+    np.testing.assert_allclose(model.verify, [0.01, 3e-4], rtol=1e-6)
+    np.testing.assert_allclose(model.other, [5e-4, 1e-5], rtol=1e-6, atol=1e-9)
+
+
+def test_truncation_of_real_traces_is_consistent(pair):
+    samples = traced_samples(pair, depth=5, branch=3, threshold=0.0, max_nodes=40)
+    traces = [t for s in samples for t in s["trace"]]
+    for trace, emitted in zip(traces, [e for s in samples for e in s["emitted_per_round"]], strict=False):
+        full = costmodel.truncated_round(trace, depth=5, max_nodes=40)
+        assert full[2] == len(trace["token"]) - 1
+        assert full[3] == len(trace["accepted"]) - 1 == emitted - 1
+        smaller = costmodel.truncated_round(trace, depth=2, max_nodes=4)
+        assert smaller[2] <= 4 and smaller[3] <= min(full[3], 2)
+    model = costmodel.fit(samples)
+    choice = costmodel.choose_budget(model, traces, range(1, 6), (1, 4, 16, 40))
+    assert 1 <= choice["depth"] <= 5 and choice["max_nodes"] in (1, 4, 16, 40) and choice["tokens_per_s"] > 0
+
+
+def test_auto_budget_calibrates_then_measures(pair):
+    prompts = [Prompt("", p) for p in random_prompts(3, seed=32)]
+    params = {"depth": 6, "branch": 2, "threshold": 0.02, "max_nodes": 32, "budget": "auto"}
+    run = run_method(pair, "tree", params, prompts, Protocol(max_new_tokens=40, warmup=1, repeats=1))
+    choice = run["calibration"]["choice"]
+    assert run["params"]["depth"] == choice["depth"] <= 6 and run["params"]["max_nodes"] == choice["max_nodes"] <= 32
+    assert np.isfinite(run["calibration"]["prediction_error"])
