@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN_ARGS ?=
 
-.PHONY: setup run bench test lint
+.PHONY: setup run bench test lint paper-figures paper-results
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,3 +31,29 @@ test:
 
 lint:
 	$(VENV)/bin/ruff check spec_decode tests run.py
+
+# Every paper table and figure the result files under $(RESULTS) allow, one folder per model pair under
+# figures/; prints which artifacts could not be made and the experiment to run for each.
+RESULTS ?= results
+paper-figures:
+	$(PY) -m spec_decode.report --results $(RESULTS) --out figures
+
+# Every paper experiment in order (grids with -m), on the study's pair unless PAPER_MODEL says otherwise.
+# This takes hours on a GPU (the sweep alone is 525 runs); a killed run resumes where it stopped.
+# cross_dataset downloads CNN/DailyMail from the Hub.
+PAPER_MODEL ?= pythia
+PAPER_TREE := k=6 depth=8 branch=3 threshold=0.03 max_nodes=128
+paper-results:
+	$(PY) run.py experiment=main model=$(PAPER_MODEL)
+	$(PY) run.py experiment=latency model=$(PAPER_MODEL)
+	$(PY) run.py experiment=verification model=$(PAPER_MODEL)
+	$(PY) run.py experiment=ablation model=$(PAPER_MODEL)
+	$(PY) run.py experiment=progressive model=$(PAPER_MODEL)
+	$(PY) run.py experiment=case_study model=$(PAPER_MODEL)
+	$(PY) run.py experiment=timeline model=$(PAPER_MODEL)
+	$(PY) run.py -m experiment=cross_dataset model=$(PAPER_MODEL)
+	$(PY) run.py -m experiment=prompt_length model=$(PAPER_MODEL)
+	$(PY) run.py -m experiment=length_scaling model=$(PAPER_MODEL)
+	$(PY) run.py -m experiment=memory model=$(PAPER_MODEL)
+	$(PY) run.py -m experiment=streaming model=$(PAPER_MODEL) $(PAPER_TREE)
+	$(PY) run.py -m experiment=sweep model=$(PAPER_MODEL)

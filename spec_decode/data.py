@@ -65,17 +65,17 @@ def _lines(cfg: Mapping) -> list[str]:
     if source == "builtin":
         return list(BUILTIN_PROMPTS)
     if source == "hub":
-        return _hub_lines(cfg["hub_name"], cfg["hub_config"], cfg.get("split", "test"))
+        return _hub_lines(cfg["hub_name"], cfg["hub_config"], cfg.get("split", "test"), cfg.get("text_field", "text"))
     if source == "local":
         return _local_lines(cfg.get("path"), cfg.get("split", "test"))
     raise DatasetError(f"unknown dataset source {source!r}; use builtin, hub or local")
 
 
-def _hub_lines(name: str, config: str, split: str) -> list[str]:
+def _hub_lines(name: str, config: str, split: str, text_field: str = "text") -> list[str]:
     import datasets
 
     try:
-        return datasets.load_dataset(name, config, split=split)["text"]
+        return datasets.load_dataset(name, config, split=split)[text_field]
     except Exception as err:  # datasets raises many types for "not reachable / not cached"
         raise DatasetError(
             f"cannot load {name}/{config} from the Hub ({type(err).__name__}); offline, point at a local copy "
