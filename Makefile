@@ -42,7 +42,6 @@ paper-figures:
 # This takes hours on a GPU (the sweep alone is 525 runs); a killed run resumes where it stopped.
 # cross_dataset downloads CNN/DailyMail from the Hub.
 PAPER_MODEL ?= pythia
-PAPER_TREE := k=6 depth=8 branch=3 threshold=0.03 max_nodes=128
 paper-results:
 	$(PY) run.py experiment=main model=$(PAPER_MODEL)
 	$(PY) run.py experiment=latency model=$(PAPER_MODEL)
@@ -55,5 +54,5 @@ paper-results:
 	$(PY) run.py -m experiment=prompt_length model=$(PAPER_MODEL)
 	$(PY) run.py -m experiment=length_scaling model=$(PAPER_MODEL)
 	$(PY) run.py -m experiment=memory model=$(PAPER_MODEL)
-	$(PY) run.py -m experiment=streaming model=$(PAPER_MODEL) $(PAPER_TREE)
+	$(PY) run.py -m experiment=streaming model=$(PAPER_MODEL)
 	$(PY) run.py -m experiment=sweep model=$(PAPER_MODEL)

@@ -27,7 +27,7 @@ RUNS = {
     "cross_dataset": ["experiment=cross_dataset", "dataset=builtin,wikitext2_local"],
     "prompt_length": ["experiment=prompt_length", "dataset.min_tokens=20,40"],
     "memory": ["experiment=memory", "max_new_tokens=8,16"],
-    "streaming": ["experiment=streaming", "cache_size=48,64"],
+    "streaming": ["experiment=streaming", "cache_size=48,64", "depth=3", "branch=2", "max_nodes=8", "k=4"],
 }
 EXPERIMENTS = ["main", "sweep", "ablation", "progressive", "length_scaling", "latency", "verification",
                "cross_dataset", "prompt_length", "memory", "streaming", "case_study", "timeline"]
@@ -210,5 +210,5 @@ def test_experiment_defaults_to_the_study_pair_and_switches_from_the_command_lin
         study = compose("config", overrides=[f"experiment={experiment}"])
         tiny = compose("config", overrides=[f"experiment={experiment}", "model=tiny"])
     assert study.experiment_name == experiment
-    assert study.model.name == ("tiny" if experiment == "streaming" else "pythia-2.8b_70m")
+    assert study.model.name == "pythia-2.8b_70m"
     assert tiny.model.name == "tiny"
