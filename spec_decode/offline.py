@@ -113,7 +113,7 @@ class ShortlistLlamaForCausalLM(LlamaForCausalLM):
     def attach_target(self, target: PreTrainedModel) -> None:
         """Share the target's input embedding and copy its output rows of the shortlist (both frozen)."""
         embedding = target.get_input_embeddings().weight
-        self.model.embed_tokens.weight = nn.Parameter(embedding.detach(), requires_grad=False)
+        self.model.embed_tokens.weight = nn.Parameter(embedding.detach().to(self.dtype), requires_grad=False)
         rows = target.get_output_embeddings().weight.detach()[self.lm_head.shortlist]
         self.lm_head.weight = nn.Parameter(rows.to(self.dtype).clone(), requires_grad=False)
 
@@ -121,7 +121,9 @@ class ShortlistLlamaForCausalLM(LlamaForCausalLM):
 DERIVED = ("model.embed_tokens.weight", "lm_head.weight")
 
 
-def init_draft(target: PreTrainedModel, target_spec: str, shortlist: torch.Tensor, layers: list[int]):
+def init_draft(
+    target: PreTrainedModel, target_spec: str, shortlist: torch.Tensor, layers: list[int]
+) -> ShortlistLlamaForCausalLM:
     """New draft: the given target layers (copied), the target's final norm, a head over `shortlist`."""
     config = copy.deepcopy(target.config)
     config.num_hidden_layers = len(layers)
@@ -139,11 +141,8 @@ def init_draft(target: PreTrainedModel, target_spec: str, shortlist: torch.Tenso
 
 def save_draft(model: ShortlistLlamaForCausalLM, path: Path) -> None:
     """Save config + fp16 safetensors of everything not derived from the target."""
-    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items() if k not in DERIVED}
-    config_dtype = model.config.dtype
-    model.config.dtype = torch.float16
-    model.save_pretrained(path, state_dict=state)
-    model.config.dtype = config_dtype
+    half = copy.deepcopy(model).half()
+    half.save_pretrained(path, state_dict={k: v for k, v in half.state_dict().items() if k not in DERIVED})
 
 
 def load_draft(

