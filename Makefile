@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN_ARGS ?=
 
-.PHONY: setup run bench test lint paper-figures paper-results
+.PHONY: setup run bench test lint paper-figures paper-results reference-results
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -56,3 +56,16 @@ paper-results:
 	$(PY) run.py -m experiment=memory model=$(PAPER_MODEL)
 	$(PY) run.py -m experiment=streaming model=$(PAPER_MODEL)
 	$(PY) run.py -m experiment=sweep model=$(PAPER_MODEL)
+
+# The committed reference results: the experiments that fit a 2-core CPU, on the offline pair at reduced scale
+# (2 prompts, 64 new tokens, 1 repeat; smaller grids). ~25 min on 2 idle cores. Then `make paper-figures`.
+REF := model=smollm2 threads=2 repeats=1 warmup=1 max_new_tokens=64
+reference-results:
+	$(PY) run.py -m experiment=main,progressive,latency,verification,ablation,timeline $(REF) num_prompts=2
+	$(PY) run.py experiment=case_study $(REF)
+	$(PY) run.py -m experiment=sweep $(REF) num_prompts=2 depth=2,4 branch=2,3 threshold=0.03,0.1
+	$(PY) run.py -m experiment=streaming $(REF) num_prompts=1 max_new_tokens=96 cache_size=48,96 k=4 depth=4 \
+		branch=2 max_nodes=16
+	$(PY) run.py -m experiment=length_scaling $(REF) num_prompts=1 max_new_tokens=32,64
+	$(PY) run.py -m experiment=prompt_length $(REF) num_prompts=1 dataset.min_tokens=25,50
+	$(PY) run.py -m experiment=memory $(REF) num_prompts=1 max_new_tokens=64
