@@ -65,6 +65,18 @@ def load_pair(cfg: Mapping) -> ModelPair:
     return pair
 
 
+def load_tokenizer(cfg: Mapping):
+    """Only the tokenizer a model config describes (for reports that turn token ids into text)."""
+    source = cfg.get("source", "hub")
+    if source == "tiny":
+        return byte_tokenizer()
+    if source == "gguf":
+        from spec_decode import offline
+
+        return AutoTokenizer.from_pretrained(offline.gguf_folder(cfg["package"]), gguf_file=cfg["gguf_file"])
+    return AutoTokenizer.from_pretrained(cfg.get("tokenizer") or cfg["target"])
+
+
 def _hub_pair(target: str, draft: str, tokenizer: str, dtype: torch.dtype) -> ModelPair:
     """Pretrained models from the Hub (or its local cache when offline)."""
     try:

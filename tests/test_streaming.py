@@ -76,5 +76,7 @@ def test_two_thousand_tokens_with_cache_64(pair, method, params):
 def test_cache_too_small_for_a_round_is_a_clear_error(pair):
     with pytest.raises(ValueError, match="cache_size 16 too small"):
         build_decoder("streaming_tree", pair.target, pair.draft, cache_size=16, depth=4, branch=2, max_nodes=12)
-    with pytest.raises(ValueError, match="needs cache_size"):
+    with pytest.raises(ValueError, match="need it"):
         build_decoder("streaming_linear", pair.target, pair.draft, k=4)
+    with pytest.raises(ValueError, match="streaming_"):
+        build_decoder("linear", pair.target, pair.draft, k=4, cache_size=64)

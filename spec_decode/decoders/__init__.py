@@ -18,10 +18,7 @@ NEEDS_DRAFT = {"linear", "tree", "hf_assisted", "streaming_linear", "streaming_t
 
 def build_decoder(name: str, target: PreTrainedModel, draft: PreTrainedModel | None = None, **params):
     """The decoder called `name`, with its knobs given as keyword arguments."""
-    if name not in DECODERS:
-        raise ValueError(f"unknown method {name!r}; choose one of {sorted(DECODERS)}")
-    if name.startswith("streaming_") and params.get("cache_size") is None:
-        raise ValueError(f"method {name!r} needs cache_size")
+    _check_name(name, params)
     if name in NEEDS_DRAFT:
         if draft is None:
             raise ValueError(f"method {name!r} needs a draft model")
@@ -29,15 +26,22 @@ def build_decoder(name: str, target: PreTrainedModel, draft: PreTrainedModel | N
     return DECODERS[name](target, **params)
 
 
-__all__ = ["DECODERS", "Decoder", "Generation", "GenerationStats", "build_decoder", "validate_method"]
-
-
 def validate_method(name: str, params: dict) -> None:
     """Check a method's name and knobs before any model is loaded (ValueError / TypeError)."""
-    if name not in DECODERS:
-        raise ValueError(f"unknown method {name!r}; choose one of {sorted(DECODERS)}")
+    _check_name(name, params)
     params = dict(params)
     budget = params.pop("budget", None)
     if budget not in (None, "fixed") and not (budget == "auto" and "tree" in name):
         raise ValueError(f"budget must be 'fixed' or (tree methods) 'auto', got {budget!r}")
     DECODERS[name].validate(**params)
+
+
+def _check_name(name: str, params: dict) -> None:
+    """A known method; streaming methods, and only they, get a cache_size."""
+    if name not in DECODERS:
+        raise ValueError(f"unknown method {name!r}; choose one of {sorted(DECODERS)}")
+    if name.startswith("streaming_") != (params.get("cache_size") is not None):
+        raise ValueError(f"method {name!r}: cache_size is for the streaming_* methods, which need it")
+
+
+__all__ = ["DECODERS", "Decoder", "Generation", "GenerationStats", "build_decoder", "validate_method"]

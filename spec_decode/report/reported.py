@@ -56,7 +56,8 @@ def _places(value: float) -> int:
 
 
 def _hardware(rows: pd.DataFrame) -> str:
-    return ", ".join(sorted({f"{d} {t}" for d, t in zip(rows["device_name"], rows["dtype"], strict=True)})) or "–"
+    runs = zip(rows["device_name"], rows["dtype"], rows["max_new_tokens"], strict=True)
+    return ", ".join(sorted({f"{d} {t}, {n} new tokens" for d, t, n in runs})) or "–"
 
 
 def _models(df: pd.DataFrame) -> str:

@@ -47,17 +47,11 @@ def verdicts(round_: dict) -> list[bool]:
 
 def token_text(file: str):
     """A function id -> readable text with the run's tokenizer; `#id` when it cannot be loaded."""
-    model = raw(file)["config"]["model"]
+    from spec_decode.models import load_tokenizer
+
     try:
-        if model.get("source") == "tiny":
-            from spec_decode.models import byte_tokenizer
-
-            tokenizer = byte_tokenizer()
-        else:
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(model.get("tokenizer") or model["target"])
-    except (OSError, ValueError):
+        tokenizer = load_tokenizer(raw(file)["config"]["model"])
+    except (OSError, ValueError, KeyError):
         return lambda token: f"#{token}"
     return lambda token: visible(tokenizer.decode([token]))
 
