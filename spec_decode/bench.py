@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import gc
+import logging
 import resource
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psutil
 import torch
@@ -12,13 +13,15 @@ from tqdm.auto import tqdm
 
 from spec_decode import costmodel
 from spec_decode.data import Prompt
-from spec_decode.decoders import build_decoder
+from spec_decode.decoders import Decoder, build_decoder
 from spec_decode.models import ModelPair
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class Protocol:
-    """How much to generate and how often."""
+    """How much to generate and how often; `interleave` times every method on a prompt before the next prompt."""
 
     max_new_tokens: int = 128
     warmup: int = 10
@@ -26,11 +29,69 @@ class Protocol:
     seed: int = 0
     profile: bool = False
     trace_rounds: int = 0
+    interleave: bool = False
+
+
+@dataclass
+class Measurement:
+    """One method being measured: its decoder, its samples so far, and its budget calibration if any."""
+
+    name: str
+    decoder: Decoder
+    calibration: dict | None = None
+    samples: list[dict] = field(default_factory=list)
+
+
+def run_methods(pair: ModelPair, methods: dict[str, tuple[str, dict]], prompts: list[Prompt],
+                protocol: Protocol) -> dict[str, dict]:
+    """Measure every method (AR first: its tokens are the reference); label -> run record.
+
+    Sequential order measures one method after another; interleaved order runs every method on each
+    prompt in turn, so slow drifts of the machine (clocks, other tenants) fall on all methods alike.
+    """
+    if not protocol.interleave:
+        runs, reference = {}, None
+        for label, (name, params) in methods.items():
+            log.info("measuring %s %s", label, params)
+            runs[label] = run_method(pair, name, params, prompts, protocol, reference)
+            if name == "ar" and reference is None:
+                reference = {s["prompt"]: s["tokens"] for s in runs[label]["samples"] if s["repeat"] == 0}
+        return runs
+    measuring = {label: prepare(pair, name, params, prompts, protocol) for label, (name, params) in methods.items()}
+    _reset_memory(pair.target.device)
+    for label, m in measuring.items():
+        log.info("warming up %s %s", label, m.decoder.params())
+        warm_up(m, pair, prompts, protocol)
+    reference: dict[int, list[int]] = {}
+    with tqdm(total=len(prompts) * protocol.repeats * len(measuring), desc="timed (interleaved)",
+              leave=False) as bar:
+        for p, prompt in enumerate(prompts):
+            for r in range(protocol.repeats):
+                for m in measuring.values():
+                    sample = measure(m, pair, p, r, prompt, protocol, reference.get(p))
+                    if m.name == "ar" and r == 0 and p not in reference:
+                        reference[p] = sample["tokens"]
+                    bar.update()
+    memory = _memory(pair.target.device) | {"shared_by_interleaved_methods": True}
+    return {label: record(m, memory) for label, m in measuring.items()}
 
 
 def run_method(pair: ModelPair, name: str, params: dict, prompts: list[Prompt], protocol: Protocol,
                reference: dict[int, list[int]] | None = None) -> dict:
     """Warm up, then time `repeats` generations per prompt; raw samples plus memory and the knobs used."""
+    m = prepare(pair, name, params, prompts, protocol)
+    _reset_memory(pair.target.device)
+    warm_up(m, pair, prompts, protocol)
+    with tqdm(total=len(prompts) * protocol.repeats, desc=f"{name} timed", leave=False) as bar:
+        for p, prompt in enumerate(prompts):
+            for r in range(protocol.repeats):
+                measure(m, pair, p, r, prompt, protocol, None if reference is None else reference[p])
+                bar.update()
+    return record(m, _memory(pair.target.device))
+
+
+def prepare(pair: ModelPair, name: str, params: dict, prompts: list[Prompt], protocol: Protocol) -> Measurement:
+    """Build the method's decoder (calibrating its tree budget first when `budget: auto`)."""
     params, calibration = dict(params), None
     if params.pop("budget", "fixed") == "auto":
         calibration = calibrate_budget(pair, name, params, prompts, protocol)
@@ -38,25 +99,33 @@ def run_method(pair: ModelPair, name: str, params: dict, prompts: list[Prompt], 
     decoder = build_decoder(name, pair.target, pair.draft, **params)
     decoder.profile = protocol.profile
     decoder.trace_rounds = protocol.trace_rounds
-    eos = pair.eos_token_id
-    _reset_memory(pair.target.device)
-    for i in tqdm(range(protocol.warmup), desc=f"{name} warm-up", leave=False):
-        decoder.generate(prompts[i % len(prompts)].ids, protocol.max_new_tokens, eos)
-    samples = []
-    bar = tqdm(total=len(prompts) * protocol.repeats, desc=f"{name} timed", leave=False)
-    for p, prompt in enumerate(prompts):
-        for r in range(protocol.repeats):
-            torch.manual_seed(protocol.seed + r)
-            out = decoder.generate(prompt.ids, protocol.max_new_tokens, eos)
-            samples.append(_sample(p, r, out, None if reference is None else reference[p]))
-            bar.update()
-    bar.close()
-    run = {"method": name, "params": decoder.params(), "samples": samples, "memory": _memory(pair.target.device)}
-    if calibration:
+    return Measurement(name, decoder, calibration)
+
+
+def warm_up(m: Measurement, pair: ModelPair, prompts: list[Prompt], protocol: Protocol) -> None:
+    """Untimed generations that bring caches, allocators and kernels to steady state."""
+    for i in tqdm(range(protocol.warmup), desc=f"{m.name} warm-up", leave=False):
+        m.decoder.generate(prompts[i % len(prompts)].ids, protocol.max_new_tokens, pair.eos_token_id)
+
+
+def measure(m: Measurement, pair: ModelPair, prompt_index: int, repeat: int, prompt: Prompt, protocol: Protocol,
+            reference: list[int] | None) -> dict:
+    """One timed generation, appended to the method's samples."""
+    torch.manual_seed(protocol.seed + repeat)
+    out = m.decoder.generate(prompt.ids, protocol.max_new_tokens, pair.eos_token_id)
+    m.samples.append(_sample(prompt_index, repeat, out, reference))
+    return m.samples[-1]
+
+
+def record(m: Measurement, memory: dict) -> dict:
+    """The run record of a measured method: knobs used, raw samples, memory, calibration check."""
+    run = {"method": m.name, "params": m.decoder.params(), "samples": m.samples, "memory": memory}
+    if m.calibration:
+        samples = m.samples
         measured = sum(s["new_tokens"] - 1 for s in samples) / sum(s["seconds"] - s["ttft_s"] for s in samples)
-        calibration["measured_decode_tokens_per_s"] = measured
-        calibration["prediction_error"] = calibration["choice"]["tokens_per_s"] / measured - 1
-        run["calibration"] = calibration
+        m.calibration["measured_decode_tokens_per_s"] = measured
+        m.calibration["prediction_error"] = m.calibration["choice"]["tokens_per_s"] / measured - 1
+        run["calibration"] = m.calibration
     return run
 
 

@@ -10,7 +10,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from spec_decode import results
-from spec_decode.bench import Protocol, run_method
+from spec_decode.bench import Protocol, run_methods
 from spec_decode.data import load_prompts
 from spec_decode.decoders import validate_method
 from spec_decode.metrics import summarize
@@ -37,13 +37,7 @@ def run(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Path:
     torch.manual_seed(cfg.seed)
     pair = load_pair(cfg.model)
     prompts = load_prompts(_dataset_cfg(cfg.dataset), pair.tokenizer, cfg.num_prompts)
-    runs: dict[str, dict] = {}
-    reference = None
-    for label, (name, params) in methods.items():
-        log.info("measuring %s %s", label, params)
-        runs[label] = run_method(pair, name, params, prompts, protocol, reference)
-        if name == "ar" and reference is None:
-            reference = {s["prompt"]: s["tokens"] for s in runs[label]["samples"] if s["repeat"] == 0}
+    runs = run_methods(pair, methods, prompts, protocol)
     baseline = next(iter(runs.values()))
     ar_throughput = summarize(baseline)["throughput"]["mean"]
     summary = [summarize(run, ar_throughput) | {"method": label} for label, run in runs.items()]
@@ -107,7 +101,8 @@ def protocol_from(cfg: DictConfig) -> Protocol:
     for key, least in checks.items():
         if cfg[key] < least:
             raise ConfigError(f"{key} must be >= {least}, got {cfg[key]}")
-    return Protocol(cfg.max_new_tokens, cfg.warmup, cfg.repeats, cfg.seed, cfg.profile, cfg.trace_rounds)
+    return Protocol(cfg.max_new_tokens, cfg.warmup, cfg.repeats, cfg.seed, cfg.profile, cfg.trace_rounds,
+                    cfg.interleave)
 
 
 def _dataset_cfg(dataset: DictConfig) -> dict:

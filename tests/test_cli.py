@@ -34,6 +34,16 @@ def test_comparison_run_writes_a_complete_result(tmp_path):
     assert (df.set_index("method").loc[["hf_assisted", "linear", "tree"], "exact_match.mean"] == 1.0).all()
 
 
+def test_interleaved_order_measures_every_method_on_every_prompt(tmp_path):
+    proc = run_cli("experiment=compare", *FAST, "num_prompts=3", "repeats=2", "interleave=true",
+                   f"results_dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    df = load_results(tmp_path).set_index("method")
+    assert (df["samples"] == 6).all()
+    assert (df.loc[["hf_assisted", "linear", "tree"], "exact_match.mean"] == 1.0).all()
+    assert df["interleave"].all()
+
+
 def test_multirun_is_resumable(tmp_path):
     sweep = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *FAST, "method=tree", "depth=2,3", "branch=2,3",
              f"results_dir={tmp_path}/" + "${hydra:job.override_dirname}", f"hydra.sweep.dir={tmp_path}/hydra"]

@@ -15,6 +15,9 @@ METHODS = [
     ("linear", {"k": 1}),
     ("linear", {"k": 4}),
     ("linear", {"k": 8}),
+    ("linear", {"k": 6, "confidence": 0.4}),
+    ("linear", {"k": 20, "confidence": 0.9}),
+    ("linear", {"k": 3, "confidence": 1.0}),
     ("tree", {"depth": 4, "branch": 2}),
     ("tree", {"depth": 6, "branch": 3, "threshold": 0.05, "max_nodes": 40}),
     ("tree", {"depth": 3, "branch": 4, "threshold": 0.0, "max_nodes": 1_000}),
@@ -113,3 +116,15 @@ def test_branch_one_tree_equals_linear(pair64):
         linear = build_decoder("linear", pair64.target, pair64.draft, k=4).generate(prompt, 50)
         assert tree.tokens == linear.tokens
         assert tree.stats.emitted_per_round == linear.stats.emitted_per_round
+
+
+def test_confidence_stops_drafting_early(pair64):
+    """A confidence threshold shortens rounds (never past K) and keeps the tokens; 1.0 drafts one token a round."""
+    prompt = random_prompts(1, seed=21)[0]
+    full = build_decoder("linear", pair64.target, pair64.draft, k=6).generate(prompt, 60)
+    short = build_decoder("linear", pair64.target, pair64.draft, k=6, confidence=0.6).generate(prompt, 60)
+    single = build_decoder("linear", pair64.target, pair64.draft, k=6, confidence=1.0).generate(prompt, 60)
+    assert short.tokens == full.tokens == single.tokens
+    assert max(short.stats.drafted_per_round) <= 6 and min(short.stats.drafted_per_round[:-1]) >= 1
+    assert short.stats.drafted < full.stats.drafted
+    assert set(single.stats.drafted_per_round[:-1]) == {1}
