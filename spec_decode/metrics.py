@@ -48,6 +48,8 @@ def summarize(run: dict, baseline_throughput: float | None = None) -> dict:
         "samples": len(samples),
         "memory": run["memory"],
     }
+    if "calibration" in run:  # budget=auto: the cost model's predicted vs measured decode throughput
+        summary["budget_prediction_error"] = run["calibration"]["prediction_error"]
     return summary
 
 

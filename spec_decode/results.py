@@ -72,7 +72,7 @@ def _row(run: dict, summary: dict, file: Path) -> dict:
     cfg = run["config"]
     return {"file": str(file), "experiment": cfg.get("experiment_name"), "model": cfg["model"]["name"],
             "dataset": cfg["dataset"]["name"], "max_new_tokens": cfg["max_new_tokens"],
-            "interleave": cfg.get("interleave", False),
+            "interleave": cfg.get("interleave", False), "decoder": run["methods"][summary["method"]]["method"],
             "device_name": run["environment"]["device_name"], "dtype": run["environment"]["dtype"],
             **{f"param.{k}": v for k, v in run["methods"][summary["method"]]["params"].items()}, **flat}
 

@@ -27,6 +27,8 @@ METHODS = [
     ("tree", {"depth": 8, "branch": 2, "threshold": 0.02, "max_nodes": 7}),
     ("tree", {"depth": 4, "branch": 2, "threshold": 0.05, "max_nodes": 10, "lookup": 6}),
     ("tree", {"depth": 2, "branch": 2, "max_nodes": 3, "lookup": 8, "ngram": 1}),
+    ("tree", {"depth": 4, "branch": 1, "threshold": 0.3, "lookup": 16, "ngram": 2, "lookup_first": True}),
+    ("tree", {"depth": 6, "branch": 2, "threshold": 0.3, "max_nodes": 8, "lookup": 5, "lookup_first": True}),
     ("hf_assisted", {}),
     ("hf_assisted", {"num_assistant_tokens": 3, "num_assistant_tokens_schedule": "heuristic"}),
     ("hf_lookup", {"prompt_lookup_num_tokens": 4}),
@@ -128,3 +130,13 @@ def test_confidence_stops_drafting_early(pair64):
     assert max(short.stats.drafted_per_round) <= 6 and min(short.stats.drafted_per_round[:-1]) >= 1
     assert short.stats.drafted < full.stats.drafted
     assert set(single.stats.drafted_per_round[:-1]) == {1}
+
+
+def test_lookup_first_skips_draft_levels_when_text_repeats(pair64):
+    """On a looping text the lookup chain replaces the deeper draft levels: fewer draft forwards, same tokens."""
+    prompt = [5, 6, 7, 8, 9] * 8
+    knobs = {"depth": 4, "branch": 2, "threshold": 0.0, "max_nodes": 8, "lookup": 10, "ngram": 2}
+    plain = build_decoder("tree", pair64.target, pair64.draft, **knobs).generate(prompt, 60)
+    first = build_decoder("tree", pair64.target, pair64.draft, lookup_first=True, **knobs).generate(prompt, 60)
+    assert first.tokens == plain.tokens == ar_tokens(pair64, prompt, 60)
+    assert first.stats.draft_forwards < plain.stats.draft_forwards

@@ -18,7 +18,9 @@ class TreeDecoder(SpeculativeDecoder):
     A child is kept when its draft probability given its parent is >= `threshold`; when a level would
     pass `max_nodes` (root excluded), the candidates with the highest path probability are kept.
     With `lookup` > 0 the tree also holds a chain of up to `lookup` tokens continuing the latest earlier
-    occurrence of the context's last n-gram (n <= `ngram`), verified in the same target forward.
+    occurrence of the context's last n-gram (n <= `ngram`), verified in the same target forward; with
+    `lookup_first`, a round whose chain starts with the draft's top choice grows no deeper draft levels
+    (the text is repeating itself: the chain is likelier than the draft and costs no draft forwards).
     """
 
     name = "tree"
@@ -26,11 +28,11 @@ class TreeDecoder(SpeculativeDecoder):
 
     def __init__(self, target: PreTrainedModel, draft: PreTrainedModel, depth: int, branch: int,
                  threshold: float = 0.0, max_nodes: int = 1_000_000, lookup: int = 0, ngram: int = 3,
-                 cache_size: int | None = None, sink: int = 4):
+                 lookup_first: bool = False, cache_size: int | None = None, sink: int = 4):
         super().__init__(target, draft, cache_size, sink)
-        self.validate(depth, branch, threshold, max_nodes, lookup, ngram, cache_size, sink)
+        self.validate(depth, branch, threshold, max_nodes, lookup, ngram, lookup_first, cache_size, sink)
         self.depth, self.branch, self.threshold, self.max_nodes = depth, branch, threshold, max_nodes
-        self.lookup, self.ngram = lookup, ngram
+        self.lookup, self.ngram, self.lookup_first = lookup, ngram, lookup_first
         self.tree = TokenTree(max_tree_nodes(depth, branch, max_nodes), self.device, reserve=lookup)
 
     @property
@@ -39,7 +41,7 @@ class TreeDecoder(SpeculativeDecoder):
 
     @staticmethod
     def validate(depth: int, branch: int, threshold: float = 0.0, max_nodes: int = 1_000_000, lookup: int = 0,
-                 ngram: int = 3, cache_size: int | None = None, sink: int = 4) -> None:
+                 ngram: int = 3, lookup_first: bool = False, cache_size: int | None = None, sink: int = 4) -> None:
         """Raise ValueError for knobs outside their range."""
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
@@ -55,7 +57,7 @@ class TreeDecoder(SpeculativeDecoder):
         check_streaming(cache_size, sink, lookahead=nodes + 1, needed=max(depth, lookup) + 1)
 
     def params(self) -> dict:
-        lookup = {"lookup": self.lookup, "ngram": self.ngram} if self.lookup else {}
+        lookup = {"lookup": self.lookup, "ngram": self.ngram, "lookup_first": self.lookup_first} if self.lookup else {}
         return {"depth": self.depth, "branch": self.branch, "threshold": self.threshold,
                 "max_nodes": self.max_nodes} | lookup | super().params()
 
@@ -66,10 +68,12 @@ class TreeDecoder(SpeculativeDecoder):
             return self._target_step(stats)
         tracing = len(stats.trace) < self.trace_rounds
         self.tree.pruned = [] if tracing else None
-        fed = self._grow(depth, stats)
+        chain = None
         if self.lookup:
-            self.tree.graft(ngram_continuation(self.committed[: self.length], self.ngram,
-                                               min(self.lookup, remaining - 1)))
+            chain = ngram_continuation(self.committed[: self.length], self.ngram, min(self.lookup, remaining - 1))
+        fed = self._grow(depth, stats, chain if self.lookup_first else None)
+        if chain is not None:
+            self.tree.graft(chain)
         path, bonus, target_next = self._verify(stats)
         if tracing:
             stats.trace.append(self.tree.snapshot() | {"target_next": target_next[: self.tree.size].tolist(),
@@ -82,8 +86,11 @@ class TreeDecoder(SpeculativeDecoder):
         stats.tree_nodes_per_round.append(self.tree.size - 1)
         return emitted.tolist()
 
-    def _grow(self, depth: int, stats: GenerationStats) -> int:
-        """Grow the tree level by level; return how many non-root nodes were fed to the draft."""
+    def _grow(self, depth: int, stats: GenerationStats, chain: torch.Tensor | None = None) -> int:
+        """Grow the tree level by level; return how many non-root nodes were fed to the draft.
+
+        Stops after the first level when `chain` (a lookup chain) starts with the draft's top choice.
+        """
         tree, root = self.tree, self.length - 1
         level = tree.reset(self.committed[root])
         logits = self._draft_catch_up(stats)[None]
@@ -91,6 +98,8 @@ class TreeDecoder(SpeculativeDecoder):
         for d in range(1, depth + 1):
             level = tree.grow(level, logits, self.branch, self.threshold)
             if d == depth or level.size == 0 or tree.size > tree.capacity:
+                break
+            if d == 1 and chain is not None and chain.numel() and bool(chain[0] == tree.tokens[level.start]):
                 break
             logits = self._draft_level(level, d, stats)
             fed = level.end - 1
