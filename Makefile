@@ -21,7 +21,8 @@ setup: $(PY)
 run:
 	$(PY) run.py experiment=compare $(RUN_ARGS)
 
-# Our decoders against HF assisted generation and prompt lookup on the default pair (CPU: ~30 min), then the ratios.
+# Our decoders against HF assisted generation and prompt lookup on the default pair (2-core CPU: ~40 min), then the
+# ratios. The committed results/bench came from `make bench RUN_ARGS=threads=2`.
 bench:
 	$(PY) run.py experiment=bench $(RUN_ARGS)
 	$(PY) scripts/bench_ratios.py results/bench

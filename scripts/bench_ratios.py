@@ -34,8 +34,9 @@ def main(path: str = "results/bench") -> None:
         cols = ["speedup", "throughput.mean", "tokens_per_round", "exact_match.mean"]
         cols += [c for c in ("time_share.overhead", "budget_prediction_error") if c in run]
         print(run[cols].to_string(float_format=lambda x: f"{x:.3f}"))
+        ours = ~peers & (name != "ar")
         b = {"tree": best(speed, trees), "hybrid": best(speed, hybrids), "linear": best(speed, linears),
-             "assisted": best(speed, assisted), "peer": best(speed, peers), "ours": best(speed, ~peers & (name != "ar"))}
+             "assisted": best(speed, assisted), "peer": best(speed, peers), "ours": best(speed, ours)}
         for tree in ("tree", "hybrid"):
             print(f"  {b[tree][0]} / {b['assisted'][0]} = {b[tree][1] / b['assisted'][1]:.3f}  (goal 1: >= 1.25)")
             print(f"  {b[tree][0]} / {b['linear'][0]} = {b[tree][1] / b['linear'][1]:.3f}  (goal 1: >= 1.15)")
