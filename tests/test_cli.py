@@ -61,6 +61,8 @@ def test_multirun_is_resumable(tmp_path):
 
 @pytest.mark.parametrize("bad", [["method=nope"], ["methods=[ar,nope]"], ["depth=0"], ["branch=0"],
                                  ["threshold=1.5"], ["method=linear", "k=0"], ["max_new_tokens=0"],
+                                 ["method=linear", "method.confidence=1.5"],
+                                 ["method=tree", "method.lookup_first=maybe"],
                                  ["model=tiny", "model.arch=gpt9"], ["dataset=wikitext2", "dataset.path=/no/such"]])
 def test_bad_input_gets_one_clear_line(tmp_path, bad):
     proc = run_cli(*FAST, *bad, f"results_dir={tmp_path}")

@@ -53,6 +53,8 @@ class TreeDecoder(SpeculativeDecoder):
             raise ValueError(f"max_nodes must be >= 1, got {max_nodes}")
         if lookup < 0 or ngram < 1:
             raise ValueError(f"lookup must be >= 0 and ngram >= 1, got {lookup} and {ngram}")
+        if not isinstance(lookup_first, bool):
+            raise ValueError(f"lookup_first must be true or false, got {lookup_first!r}")
         nodes = max_tree_nodes(depth, branch, max_nodes) + lookup
         check_streaming(cache_size, sink, lookahead=nodes + 1, needed=max(depth, lookup) + 1)
 
