@@ -24,7 +24,8 @@ RUNS = {
     "single": ["experiment=main,ablation,progressive,latency,verification,case_study,timeline"],
     "sweep": ["experiment=sweep", "depth=2,3", "branch=2,3", "threshold=0.05,0.2", "max_new_tokens=16"],
     "length_scaling": ["experiment=length_scaling", "max_new_tokens=8,16"],
-    "cross_dataset": ["experiment=cross_dataset", "dataset=builtin,wikitext2_local"],
+    "cross_dataset": ["experiment=cross_dataset", "dataset=builtin"],
+    "cross_dataset_local": ["experiment=cross_dataset", "dataset=wikitext2_local"],  # + dataset.path (fixture)
     "prompt_length": ["experiment=prompt_length", "dataset.min_tokens=20,40"],
     "memory": ["experiment=memory", "max_new_tokens=8,16"],
     "streaming": ["experiment=streaming", "cache_size=48,64", "depth=3", "branch=2", "max_nodes=8", "k=4"],
@@ -41,11 +42,28 @@ FIGURES = [m for m in MODULES if m.startswith("fig")]
 pytestmark = pytest.mark.slow
 
 
+WIKITEXT = ROOT.parent / "shared" / "data" / "wikitext-2"
+
+
+def local_corpus(folder: Path) -> Path:
+    """The shared WikiText-2 copy, or (where it is absent) a small stand-in text file: these tests check plumbing."""
+    if (WIKITEXT / "test.txt").is_file():
+        return WIKITEXT
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [f" Sentence number {i} of a stand-in corpus , written so that every line is long enough . "
+             for i in range(40)]
+    (folder / "test.txt").write_text("\n".join(lines) + "\n")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def results(tmp_path_factory) -> Path:
     """Result files of every paper experiment on the tiny pair (about two minutes on two busy cores)."""
     out = tmp_path_factory.mktemp("results")
+    corpus = local_corpus(out.parent / "corpus")
     for name, args in RUNS.items():
+        if "dataset=wikitext2_local" in args:
+            args = [*args, f"dataset.path={corpus}"]
         proc = subprocess.run(
             [sys.executable, "run.py", "-m", *FAST, *args, f"hydra.sweep.dir={out}/hydra/{name}",
              f"results_dir={out}/" + "${experiment_name}/${hydra:job.override_dirname}"],
