@@ -49,14 +49,22 @@ def run_methods(pair: ModelPair, methods: dict[str, tuple[str, dict]], prompts: 
     Sequential order measures one method after another; interleaved order runs every method on each
     prompt in turn, so slow drifts of the machine (clocks, other tenants) fall on all methods alike.
     """
-    if not protocol.interleave:
-        runs, reference = {}, None
-        for label, (name, params) in methods.items():
-            log.info("measuring %s %s", label, params)
-            runs[label] = run_method(pair, name, params, prompts, protocol, reference)
-            if name == "ar" and reference is None:
-                reference = {s["prompt"]: s["tokens"] for s in runs[label]["samples"] if s["repeat"] == 0}
-        return runs
+    return (_interleaved if protocol.interleave else _sequential)(pair, methods, prompts, protocol)
+
+
+def _sequential(pair: ModelPair, methods: dict[str, tuple[str, dict]], prompts: list[Prompt],
+                protocol: Protocol) -> dict[str, dict]:
+    runs, reference = {}, None
+    for label, (name, params) in methods.items():
+        log.info("measuring %s %s", label, params)
+        runs[label] = run_method(pair, name, params, prompts, protocol, reference)
+        if name == "ar" and reference is None:
+            reference = {s["prompt"]: s["tokens"] for s in runs[label]["samples"] if s["repeat"] == 0}
+    return runs
+
+
+def _interleaved(pair: ModelPair, methods: dict[str, tuple[str, dict]], prompts: list[Prompt],
+                 protocol: Protocol) -> dict[str, dict]:
     measuring = {label: prepare(pair, name, params, prompts, protocol) for label, (name, params) in methods.items()}
     _reset_memory(pair.target.device)
     for label, m in measuring.items():
@@ -69,8 +77,8 @@ def run_methods(pair: ModelPair, methods: dict[str, tuple[str, dict]], prompts: 
             for r in range(protocol.repeats):
                 for m in measuring.values():
                     sample = measure(m, pair, p, r, prompt, protocol, reference.get(p))
-                    if m.name == "ar" and r == 0 and p not in reference:
-                        reference[p] = sample["tokens"]
+                    if m.name == "ar":
+                        reference.setdefault(p, sample["tokens"])
                     bar.update()
     memory = _memory(pair.target.device) | {"shared_by_interleaved_methods": True}
     return {label: record(m, memory) for label, m in measuring.items()}
@@ -121,8 +129,7 @@ def record(m: Measurement, memory: dict) -> dict:
     """The run record of a measured method: knobs used, raw samples, memory, calibration check."""
     run = {"method": m.name, "params": m.decoder.params(), "samples": m.samples, "memory": memory}
     if m.calibration:
-        samples = m.samples
-        measured = sum(s["new_tokens"] - 1 for s in samples) / sum(s["seconds"] - s["ttft_s"] for s in samples)
+        measured = sum(s["new_tokens"] - 1 for s in m.samples) / sum(s["seconds"] - s["ttft_s"] for s in m.samples)
         m.calibration["measured_decode_tokens_per_s"] = measured
         m.calibration["prediction_error"] = m.calibration["choice"]["tokens_per_s"] / measured - 1
         run["calibration"] = m.calibration
