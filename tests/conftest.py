@@ -10,6 +10,16 @@ from spec_decode.models import tiny_pair
 torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` skip cleanly on machines without a CUDA device."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session", params=["gpt_neox", "llama"])
 def pair(request):
     """Tiny float32 pair of each architecture."""
