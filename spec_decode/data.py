@@ -30,9 +30,10 @@ class Prompt:
     ids: list[int]
 
 
-def load_prompts(cfg: Mapping, tokenizer, num_prompts: int) -> list[Prompt]:
-    """The first `num_prompts` prompts of the configured set, cut to `min_tokens`..`max_tokens` tokens."""
-    lines = _lines(cfg)
+def load_prompts(cfg: Mapping, tokenizer, num_prompts: int, lines: list[str] | None = None) -> list[Prompt]:
+    """The first `num_prompts` prompts of the configured set (or of its `lines`, read before), cut to
+    `min_tokens`..`max_tokens` tokens."""
+    lines = read_lines(cfg) if lines is None else lines
     prompts = cut_prompts(lines, tokenizer, cfg.get("min_tokens", 20), cfg.get("max_tokens", 100), num_prompts)
     if len(prompts) < num_prompts:
         raise DatasetError(f"dataset {cfg.get('name')!r} gave only {len(prompts)} prompts of "
@@ -60,7 +61,8 @@ def is_heading(text: str) -> bool:
     return text.startswith("=") and text.endswith("=")
 
 
-def _lines(cfg: Mapping) -> list[str]:
+def read_lines(cfg: Mapping) -> list[str]:
+    """The configured set's raw text lines (DatasetError when it cannot be read)."""
     source = cfg.get("source", "builtin")
     if source == "builtin":
         return list(BUILTIN_PROMPTS)

@@ -16,8 +16,8 @@ def spread(values) -> dict:
             "p90": float(np.percentile(a, 90))}
 
 
-def summarize(run: dict, baseline_throughput: float | None = None) -> dict:
-    """One method's metrics from its raw samples; speedup against a same-run AR throughput."""
+def summarize(run: dict, baseline: dict | None = None) -> dict:
+    """One method's metrics from its raw samples; speedups against `baseline`, the same run's AR record."""
     samples, params = run["samples"], run["params"]
     tokens = sum(s["new_tokens"] for s in samples)
     rounds = [n for s in samples for n in s["emitted_per_round"]]
@@ -28,7 +28,7 @@ def summarize(run: dict, baseline_throughput: float | None = None) -> dict:
     summary = {
         "method": run["method"],
         "throughput": throughput,
-        "speedup": throughput["mean"] / baseline_throughput if baseline_throughput else float("nan"),
+        **speedups(samples, baseline["samples"] if baseline else []),
         "tokens_per_round": float(np.mean(rounds)) if rounds else float("nan"),
         "acceptance_rate": accepted / drafted if drafted else float("nan"),
         "acceptance_node_level": accepted / sum(nodes) if nodes and sum(nodes) else float("nan"),
@@ -51,6 +51,29 @@ def summarize(run: dict, baseline_throughput: float | None = None) -> dict:
     if "calibration" in run:  # budget=auto: the cost model's predicted vs measured decode throughput
         summary["budget_prediction_error"] = run["calibration"]["prediction_error"]
     return summary
+
+
+def speedups(samples: list[dict], baseline: list[dict]) -> dict:
+    """Speedup over the baseline's samples, three ways; `speedup` (the headline) is Spec-Bench's.
+
+    speedup: mean per-sample throughput / the baseline's (Spec-Bench, evaluation/speed.py);
+    speedup_of_totals: (all tokens / all seconds) / the baseline's;
+    speedup_mean_of_ratios: mean over (prompt, repeat) pairs of throughput / the baseline's on that pair.
+    """
+    if not baseline:
+        return {"speedup": float("nan"), "speedup_of_totals": float("nan"), "speedup_mean_of_ratios": float("nan")}
+
+    def rate(s: dict) -> float:
+        return s["new_tokens"] / s["seconds"]
+
+    def totals(group: list[dict]) -> float:
+        return sum(s["new_tokens"] for s in group) / sum(s["seconds"] for s in group)
+
+    base = {(s["prompt"], s["repeat"]): rate(s) for s in baseline}
+    ratios = [rate(s) / base[s["prompt"], s["repeat"]] for s in samples if (s["prompt"], s["repeat"]) in base]
+    return {"speedup": float(np.mean([rate(s) for s in samples]) / np.mean(list(base.values()))),
+            "speedup_of_totals": totals(samples) / totals(baseline),
+            "speedup_mean_of_ratios": float(np.mean(ratios)) if ratios else float("nan")}
 
 
 def _phases(samples: list[dict]) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,8 @@ def load_pair(cfg: Mapping) -> ModelPair:
     if source == "tiny":
         pair = tiny_pair(cfg.get("arch", "gpt_neox"), seed=cfg.get("seed", 0), dtype=dtype)
     elif source == "hub":
-        pair = _hub_pair(cfg["target"], cfg["draft"], cfg.get("tokenizer") or cfg["target"], dtype)
+        pair = _hub_pair(cfg["target"], cfg["draft"], cfg.get("tokenizer") or cfg["target"], dtype,
+                         trust_remote_code=cfg.get("trust_remote_code", False))
     elif source == "gguf":
         pair = _gguf_pair(cfg["package"], cfg["gguf_file"], cfg["draft"], dtype)
     else:
@@ -66,29 +68,53 @@ def load_pair(cfg: Mapping) -> ModelPair:
 
 
 def load_tokenizer(cfg: Mapping):
-    """Only the tokenizer a model config describes (for reports that turn token ids into text)."""
+    """Only the tokenizer a model config describes (to read the prompts before the models; for reports)."""
     source = cfg.get("source", "hub")
     if source == "tiny":
         return byte_tokenizer()
     if source == "gguf":
         from spec_decode import offline
 
-        return AutoTokenizer.from_pretrained(offline.gguf_folder(cfg["package"]), gguf_file=cfg["gguf_file"])
-    return AutoTokenizer.from_pretrained(cfg.get("tokenizer") or cfg["target"])
-
-
-def _hub_pair(target: str, draft: str, tokenizer: str, dtype: torch.dtype) -> ModelPair:
-    """Pretrained models from the Hub (or its local cache when offline)."""
+        try:
+            return AutoTokenizer.from_pretrained(offline.gguf_folder(cfg["package"]), gguf_file=cfg["gguf_file"])
+        except FileNotFoundError as err:
+            raise ModelLoadError(str(err)) from err
+    name = cfg.get("tokenizer") or cfg["target"]
     try:
-        tok = AutoTokenizer.from_pretrained(tokenizer)
-        target_model = AutoModelForCausalLM.from_pretrained(target, dtype=dtype)
-        draft_model = AutoModelForCausalLM.from_pretrained(draft, dtype=dtype)
+        with _refusing_custom_code(repr(name)):
+            return AutoTokenizer.from_pretrained(name, trust_remote_code=cfg.get("trust_remote_code", False))
+    except OSError as err:
+        raise ModelLoadError(f"cannot load tokenizer {name!r}: {str(err).splitlines()[0]} "
+                             "(no network? download it once with network access, or choose model=tiny)") from err
+
+
+def _hub_pair(target: str, draft: str, tokenizer: str, dtype: torch.dtype,
+              trust_remote_code: bool = False) -> ModelPair:
+    """Pretrained models from the Hub (or its local cache when offline); custom model code only when trusted."""
+    trust = {"trust_remote_code": trust_remote_code}
+    try:
+        with _refusing_custom_code(f"{target!r} / {draft!r}"):
+            tok = AutoTokenizer.from_pretrained(tokenizer, **trust)
+            target_model = AutoModelForCausalLM.from_pretrained(target, dtype=dtype, **trust)
+            draft_model = AutoModelForCausalLM.from_pretrained(draft, dtype=dtype, **trust)
     except OSError as err:
         raise ModelLoadError(
             f"cannot load {target!r} / {draft!r}: {str(err).splitlines()[0]} "
             "(no network? download them once with network access, or choose model=tiny)"
         ) from err
     return ModelPair(target_model, draft_model, tok, {"source": "hub", "target": target, "draft": draft})
+
+
+@contextmanager
+def _refusing_custom_code(what: str):
+    """Turn transformers' "needs trust_remote_code" refusal into one clear ModelLoadError."""
+    try:
+        yield
+    except ValueError as err:
+        if "trust_remote_code" not in str(err):
+            raise
+        raise ModelLoadError(f"{what} needs Python code from the model repository, which is not run by default; "
+                             "if you trust that repository, set model.trust_remote_code=true") from err
 
 
 def _gguf_pair(package: str, gguf_file: str, draft: str, dtype: torch.dtype) -> ModelPair:

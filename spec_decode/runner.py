@@ -2,59 +2,116 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from spec_decode import results
+from spec_decode import decoders, results
 from spec_decode.bench import Protocol, run_methods
-from spec_decode.data import load_prompts
+from spec_decode.config import ConfigError, check_config, check_knob, check_method_knobs
+from spec_decode.data import DatasetError, load_prompts, read_lines
 from spec_decode.decoders import validate_method
 from spec_decode.metrics import summarize
-from spec_decode.models import load_pair
+from spec_decode.models import ModelLoadError, load_pair, load_tokenizer
 
 log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+ERROR_FILE = "error.json"
+MAX_CHANGES_SHOWN = 4
 
 
-class ConfigError(ValueError):
-    """The configuration asks for something invalid; the message says what."""
+class ResultWriteError(RuntimeError):
+    """A measured result could not be written where asked; the message says where it went instead."""
+
+
+# Errors that end a run with one `error:` line (exit 2): the input, the data, the models or the numbers are wrong.
+USER_ERRORS = tuple(e for e in (ConfigError, ModelLoadError, DatasetError, results.ResultsDirError,
+                                getattr(decoders, "NonFiniteLogitsError", None)) if e is not None)
 
 
 def run(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Path:
-    """Execute the run `cfg` describes (or skip it when its result is complete); return the result path."""
+    """Execute the run `cfg` describes (or reuse its complete result); return the result path."""
+    check_config(cfg)
     methods = method_specs(cfg, conf_dir)
     protocol = protocol_from(cfg)
+    requested = OmegaConf.to_container(cfg, resolve=True)
     out = Path(cfg.results_dir).absolute() / results.RESULT_FILE
-    if results.is_complete(out):
-        log.info("complete result exists, skipping: %s", out)
+    if reusable(out, requested, cfg.overwrite):
+        print(summary_table(results.read(out)))
+        log.info("complete result of this configuration exists, reused: %s", out)
         return out
-    if cfg.threads:
+    results.prepare_dir(out.parent)
+    started_at = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    prompts = _prompts(cfg)
     pair = load_pair(cfg.model)
-    prompts = load_prompts(_dataset_cfg(cfg.dataset), pair.tokenizer, cfg.num_prompts)
     runs = run_methods(pair, methods, prompts, protocol)
     baseline = next(iter(runs.values()))
-    ar_throughput = summarize(baseline)["throughput"]["mean"]
-    summary = [summarize(run, ar_throughput) | {"method": label} for label, run in runs.items()]
     payload = {
         "schema_version": results.SCHEMA_VERSION,
         "complete": True,
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        "started_at": started_at,
+        "config": requested,
         "environment": results.environment(pair.target.device, pair.info["dtype"]),
         "model": pair.info,
         "prompts": [{"text": p.text, "ids": p.ids} for p in prompts],
         "methods": runs,
-        "summary": summary,
+        "summary": [summarize(run, baseline) | {"method": label} for label, run in runs.items()],
     }
-    results.write_atomic(out, payload)
-    print(summary_table(summary, pair.info, payload["environment"]))
+    print(summary_table(payload))
+    save(out, payload)
+    (out.parent / ERROR_FILE).unlink(missing_ok=True)
     log.info("results written to %s", out)
     return out
+
+
+def reusable(out: Path, requested: dict, overwrite: bool) -> bool:
+    """True when `out` holds a complete result of exactly this configuration (output paths aside).
+
+    A complete result of another configuration is a ConfigError naming what differs, unless `overwrite`.
+    """
+    previous = results.read(out)
+    if overwrite or not (isinstance(previous, dict) and previous.get("complete") is True):
+        return False
+    changes = results.config_changes(previous.get("config") or {}, requested)
+    if not changes:
+        return True
+    shown = "; ".join(changes[:MAX_CHANGES_SHOWN])
+    if len(changes) > MAX_CHANGES_SHOWN:
+        shown += f"; and {len(changes) - MAX_CHANGES_SHOWN} more"
+    raise ConfigError(f"{out} holds a complete result of another configuration ({shown}); pass overwrite=true to "
+                      "re-run and replace it, or choose another results_dir")
+
+
+def save(out: Path, payload: dict) -> None:
+    """Write the result; when that fails, keep it in a fallback file (or on stdout) and raise ResultWriteError."""
+    try:
+        results.write_atomic(out, payload)
+        return
+    except OSError as err:
+        problem = f"cannot write {out} ({err.strerror or err})"
+    try:
+        fallback = results.save_fallback(payload)
+    except OSError as err:
+        print(json.dumps(results.strict(payload), allow_nan=False))
+        raise ResultWriteError(f"{problem}, nor a fallback file ({err.strerror or err}); the result is printed on "
+                               "stdout above") from None
+    raise ResultWriteError(f"{problem}; the result was saved to {fallback}")
+
+
+def _prompts(cfg: DictConfig) -> list:
+    """The prompts, read and checked before any model loads (a missing dataset fails in seconds)."""
+    dataset = _dataset_cfg(cfg.dataset)
+    lines = read_lines(dataset)
+    return load_prompts(dataset, load_tokenizer(cfg.model), cfg.num_prompts, lines)
 
 
 def method_specs(cfg: DictConfig, conf_dir: Path) -> dict[str, tuple[str, dict]]:
@@ -67,6 +124,7 @@ def method_specs(cfg: DictConfig, conf_dir: Path) -> dict[str, tuple[str, dict]]
         label, name, params = _method_entry(cfg, entry, conf_dir)
         if label in specs:
             raise ConfigError(f"method {label!r} listed twice; give each entry a distinct `label`")
+        check_method_knobs(label, params)
         try:
             validate_method(name, params)
         except (ValueError, TypeError) as err:
@@ -96,11 +154,9 @@ def _method_entry(cfg: DictConfig, entry, conf_dir: Path) -> tuple[str, str, dic
 
 
 def protocol_from(cfg: DictConfig) -> Protocol:
-    """The measurement protocol, checked."""
-    checks = {"max_new_tokens": 1, "num_prompts": 1, "repeats": 1, "warmup": 0}
-    for key, least in checks.items():
-        if cfg[key] < least:
-            raise ConfigError(f"{key} must be >= {least}, got {cfg[key]}")
+    """The measurement protocol (its knobs checked)."""
+    for key in ("max_new_tokens", "num_prompts", "repeats", "warmup", "seed", "profile", "trace_rounds", "interleave"):
+        check_knob(key, cfg[key])
     return Protocol(cfg.max_new_tokens, cfg.warmup, cfg.repeats, cfg.seed, cfg.profile, cfg.trace_rounds,
                     cfg.interleave)
 
@@ -114,14 +170,22 @@ def _dataset_cfg(dataset: DictConfig) -> dict:
     return data
 
 
-def summary_table(summary: list[dict], model: dict, env: dict) -> str:
-    """One screen: method, tok/s, speedup, acceptance, tokens/round, exact match."""
+def summary_table(payload: dict) -> str:
+    """One screen: method, tok/s, speedup (three ways), acceptance, tokens/round, exact match."""
+    def num(value) -> float:
+        return math.nan if value is None else value
+
     rows = [{
-        "method": s["method"], "tok/s": s["throughput"]["mean"], "±std": s["throughput"]["std"],
-        "speedup": s["speedup"], "accept": s["acceptance_rate"], "accept(depth)": s["acceptance_depth_level"],
-        "tok/round": s["tokens_per_round"], "nodes/round": s["mean_tree_nodes"],
-        "exact": s["exact_match"]["mean"], "compress": s["compressions"]["mean"],
-    } for s in summary]
-    header = (f"model {model['name']} ({model['dtype']}, {env['device_name']}, {env['torch_threads']} threads), "
-              f"{summary[0]['samples']} samples per method")
+        "method": s["method"], "tok/s": num(s["throughput"]["mean"]), "±std": num(s["throughput"]["std"]),
+        "speedup": num(s["speedup"]), "sp.totals": num(s.get("speedup_of_totals")),
+        "sp.ratios": num(s.get("speedup_mean_of_ratios")), "accept": num(s["acceptance_rate"]),
+        "accept(depth)": num(s["acceptance_depth_level"]), "tok/round": num(s["tokens_per_round"]),
+        "nodes/round": num(s["mean_tree_nodes"]), "exact": num(s["exact_match"]["mean"]),
+        "compress": num(s["compressions"]["mean"]),
+    } for s in payload["summary"]]
+    model, env, cfg = payload["model"], payload["environment"], payload["config"]
+    header = (f"model {model['name']} ({model['dtype']}, {env['device_name']}, {env['torch_threads']} threads); "
+              f"dataset {cfg['dataset']['name']}: {len(payload['prompts'])} prompts x {cfg['repeats']} repeats, "
+              f"up to {cfg['max_new_tokens']} new tokens; speedup = mean tok/s over AR's (Spec-Bench), "
+              "sp.totals = ratio of total tok/s, sp.ratios = mean per-prompt ratio")
     return header + "\n" + pd.DataFrame(rows).to_string(index=False, float_format=lambda x: f"{x:.3f}")

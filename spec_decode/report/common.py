@@ -42,9 +42,14 @@ def experiment_rows(df: pd.DataFrame, experiment: str, grid: bool = False) -> pd
     if rows.empty:
         raise MissingData(f"no results of experiment {experiment!r}; run: {command(experiment)}")
     if not grid:
-        newest = max(rows["file"].unique(), key=lambda f: Path(f).stat().st_mtime)
-        rows = rows[rows["file"] == newest]
+        rows = rows[rows["file"] == newest_file(rows)]
     return rows.assign(family=rows.apply(family, axis=1)).reset_index(drop=True)
+
+
+def newest_file(rows: pd.DataFrame) -> str:
+    """The file of the run that started last (by its recorded `started_at`; files without one count as oldest)."""
+    started = rows.get("started_at", pd.Series(None, index=rows.index)).fillna("")
+    return rows.assign(_started=started).sort_values(["_started", "file"])["file"].iloc[-1]
 
 
 def family(row: pd.Series) -> str:
