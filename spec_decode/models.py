@@ -83,7 +83,7 @@ def load_tokenizer(cfg: Mapping):
     try:
         with _refusing_custom_code(repr(name)):
             return AutoTokenizer.from_pretrained(name, trust_remote_code=cfg.get("trust_remote_code", False))
-    except OSError as err:
+    except (OSError, ValueError) as err:
         raise ModelLoadError(f"cannot load tokenizer {name!r}: {str(err).splitlines()[0]} "
                              "(no network? download it once with network access, or choose model=tiny)") from err
 

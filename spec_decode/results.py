@@ -122,9 +122,11 @@ def is_complete(path: Path) -> bool:
 
 
 def config_changes(stored: dict, requested: dict) -> list[str]:
-    """`key: old → new` for every setting (output paths aside) where two resolved configs differ."""
+    """`key: old → new` for every setting (output paths aside) where two resolved configs differ; names (model,
+    method, dataset) first, then top-level knobs, then nested ones."""
     old, new = _flat(stored), _flat(requested)
-    return [f"{key}: {_show(old, key)} → {_show(new, key)}" for key in sorted(old.keys() | new.keys())
+    keys = sorted(old.keys() | new.keys(), key=lambda k: (not k.endswith(".name"), k.count("."), k))
+    return [f"{key}: {_show(old, key)} → {_show(new, key)}" for key in keys
             if key.split(".")[0] not in IGNORED_KEYS and old.get(key, _ABSENT) != new.get(key, _ABSENT)]
 
 

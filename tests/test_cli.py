@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
+import json
+import os
+import resource
+import stat
 import subprocess
 import sys
+import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from spec_decode.models import byte_tokenizer
 from spec_decode.results import RESULT_FILE, load_results
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["model=tiny", "dataset=builtin", "threads=1", "num_prompts=2", "repeats=1", "warmup=1", "max_new_tokens=12"]
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          stdin=subprocess.DEVNULL, **kwargs)
+
+
+def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    return [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
 
 
 def test_comparison_run_writes_a_complete_result(tmp_path):
@@ -59,15 +72,110 @@ def test_multirun_is_resumable(tmp_path):
     assert {f: f.stat().st_mtime_ns for f in files[1:]} == {f: stamps[f] for f in files[1:]}
 
 
-@pytest.mark.parametrize("bad", [["method=nope"], ["methods=[ar,nope]"], ["depth=0"], ["branch=0"],
-                                 ["threshold=1.5"], ["method=linear", "k=0"], ["max_new_tokens=0"],
-                                 ["method=linear", "method.confidence=1.5"],
-                                 ["method=tree", "method.lookup_first=maybe"],
-                                 ["model=tiny", "model.arch=gpt9"], ["dataset=wikitext2", "dataset.path=/no/such"]])
-def test_bad_input_gets_one_clear_line(tmp_path, bad):
+BAD_INPUT = [
+    (["method=nope"], "method"), (["methods=[ar,nope]"], "nope"), (["depth=0"], "depth"), (["branch=0"], "branch"),
+    (["threshold=1.5"], "threshold"), (["method=linear", "k=0"], "k"), (["max_new_tokens=0"], "max_new_tokens"),
+    (["method=linear", "method.confidence=1.5"], "confidence"), (["method=tree", "method.lookup_first=maybe"],
+                                                                  "lookup_first"),
+    (["model=tiny", "model.arch=gpt9"], "gpt9"), (["dataset=wikitext2", "dataset.path=/no/such"], "dataset.path"),
+    # knobs the chosen method does not use are still checked, types included
+    (["method=tree", "k=0"], "k"), (["method=tree", "k=-1"], "k"), (["method=tree", "k="], "k"),
+    (["threads=0"], "threads"), (["threads=-1"], "threads"), (["seed=abc"], "seed"),
+    (["max_new_tokens=abc"], "max_new_tokens"),
+    (["dataset.min_tokens=0", "dataset.max_tokens=0"], "dataset.min_tokens"),
+    (["methods=[ar,{name:linear,k:abc}]"], "k must be"), (["profile=maybe"], "profile"),
+    (["overwrite=1"], "overwrite"), (["trace_rounds=-2"], "trace_rounds"),
+]
+
+
+@pytest.mark.parametrize(("bad", "named"), BAD_INPUT)
+def test_bad_input_gets_one_clear_line(tmp_path, bad, named):
     proc = run_cli(*FAST, *bad, f"results_dir={tmp_path}")
     assert proc.returncode == 2
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    errors = error_lines(proc)
     assert len(errors) == 1, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
+    assert named in errors[0]
     assert not list(tmp_path.glob("**/*.json"))
+
+
+def test_resume_reuses_only_the_same_config_and_overwrite_reruns(tmp_path):
+    (tmp_path / ".tmp-x1y2z3.json").write_text('{"complete": tr')  # left by a write that was killed
+    first = run_cli(*FAST, "method=tree", "depth=2", f"results_dir={tmp_path}", preexec_fn=lambda: os.umask(0o022))
+    assert first.returncode == 0, first.stderr[-2000:]
+    result = tmp_path / RESULT_FILE
+    assert [p.name for p in tmp_path.iterdir()] == [RESULT_FILE]
+    assert stat.S_IMODE(result.stat().st_mode) == 0o644
+    stored = json.loads(result.read_text(), parse_constant=lambda c: pytest.fail(f"bare {c} in strict JSON"))
+    assert datetime.fromisoformat(stored["started_at"]).tzinfo is not None
+    assert "dataset builtin: 2 prompts x 1 repeats, up to 12 new tokens" in first.stdout
+    stamp = result.stat().st_mtime_ns
+
+    again = run_cli(*FAST, "method=tree", "depth=2", f"results_dir={tmp_path}")
+    assert again.returncode == 0 and result.stat().st_mtime_ns == stamp
+    assert "reused" in again.stdout and "speedup" in again.stdout and "tree" in again.stdout  # the summary table
+
+    changed = run_cli(*FAST, "method=linear", "k=2", f"results_dir={tmp_path}")
+    assert changed.returncode == 2 and result.stat().st_mtime_ns == stamp
+    [error] = error_lines(changed)
+    assert 'method.name: "tree" → "linear"' in error and "overwrite=true" in error
+
+    forced = run_cli(*FAST, "method=linear", "k=2", "overwrite=true", f"results_dir={tmp_path}")
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    assert list(load_results(tmp_path)["method"]) == ["ar", "linear"]
+
+
+def test_results_folder_is_checked_before_any_measurement(tmp_path):
+    labels = ",".join(f"{{name:linear,label:linear_with_a_long_label_{i}}}" for i in range(8))
+    proc = run_cli(*FAST, f"methods=[ar,{labels}]", f"hydra.run.dir={tmp_path}/hydra")  # default results_dir
+    assert proc.returncode == 2
+    [error] = error_lines(proc)
+    assert "bytes long" in error and "measuring" not in proc.stdout
+    proc = run_cli(*FAST, "results_dir=/proc/forbidden", f"hydra.run.dir={tmp_path}/hydra")
+    assert proc.returncode == 2 and "cannot write to results folder /proc/forbidden" in error_lines(proc)[0]
+
+
+def test_a_write_that_fails_after_measurement_loses_nothing(tmp_path):
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))  # as `ulimit -f 4`: the probe fits, the result not
+
+    proc = run_cli(*FAST, f"results_dir={tmp_path}/out", f"hydra.run.dir={tmp_path}/hydra", "hydra.output_subdir=null",
+                   "hydra/job_logging=stdout", preexec_fn=small_files)
+    assert proc.returncode == 1
+    [error] = error_lines(proc)
+    assert f"cannot write {tmp_path}/out/{RESULT_FILE}" in error
+    if "saved to " in error:
+        kept = Path(error.split("saved to ")[1])
+        saved = json.loads(kept.read_text())
+        kept.unlink()
+    else:  # the fallback file was too large for the limit as well: the result is on stdout
+        assert "printed on stdout" in error
+        saved = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith('{"schema_version"')))
+    assert saved["complete"] is True and [s["method"] for s in saved["summary"]] == ["ar", "tree"]
+    assert not list((tmp_path / "out").iterdir())
+
+
+def test_a_missing_dataset_fails_before_the_default_pair_loads(tmp_path):
+    start = time.monotonic()
+    baseline = run_cli("threads=0", f"results_dir={tmp_path}/a", f"hydra.run.dir={tmp_path}/hydra")
+    startup = time.monotonic() - start  # interpreter, imports and Hydra: the same in both runs
+    assert baseline.returncode == 2
+    start = time.monotonic()
+    proc = run_cli("dataset.path=/no/such", f"results_dir={tmp_path}/b", f"hydra.run.dir={tmp_path}/hydra")
+    assert proc.returncode == 2 and "dataset file /no/such/test.txt not found" in error_lines(proc)[0]
+    assert time.monotonic() - start < startup + 5
+
+
+def test_a_repository_needing_custom_code_is_refused_without_a_prompt(tmp_path):
+    repo = tmp_path / "custom"
+    repo.mkdir()
+    byte_tokenizer().save_pretrained(repo)
+    (repo / "custom.py").write_text("raise SystemExit('custom code ran')\n")
+    (repo / "config.json").write_text(json.dumps({"model_type": "custom_thing", "auto_map": {
+        "AutoConfig": "custom.CustomConfig", "AutoModelForCausalLM": "custom.CustomModel"}}))
+    proc = run_cli(*FAST, "model=pythia", f"model.target={repo}", f"model.draft={repo}", f"model.tokenizer={repo}",
+                   "model.device=cpu", "model.dtype=float32", f"results_dir={tmp_path}/out",
+                   f"hydra.run.dir={tmp_path}/hydra")
+    assert proc.returncode == 2
+    [error] = error_lines(proc)
+    assert "needs Python code from the model repository" in error and "model.trust_remote_code=true" in error
+    assert "custom code ran" not in proc.stderr + proc.stdout

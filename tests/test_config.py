@@ -8,6 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from spec_decode.config import check_config
 from spec_decode.runner import CONF_DIR, ConfigError, method_specs, protocol_from
 
 
@@ -69,3 +70,34 @@ def test_bad_protocol(override):
 def test_experiment_files_are_global_packages():
     for file in Path(CONF_DIR / "experiment").glob("*.yaml"):
         assert file.read_text().startswith("# @package _global_"), file
+
+
+BAD_KNOBS = [("k", ""), ("k", 0), ("k", -1), ("k", 1.5), ("depth", 0), ("branch", "x"), ("threshold", 1.5),
+             ("threshold", "nan"), ("max_nodes", 0), ("cache_size", 0), ("max_new_tokens", "abc"), ("num_prompts", 0),
+             ("repeats", 0), ("warmup", -1), ("seed", "abc"), ("threads", 0), ("threads", -1), ("profile", "maybe"),
+             ("interleave", 1), ("overwrite", "yes"), ("trace_rounds", -1), ("dataset.min_tokens", 0),
+             ("dataset.max_tokens", "x"), ("static_cache", "yes"), ("compile", 2), ("model.trust_remote_code", "no")]
+
+
+@pytest.mark.parametrize(("key", "value"), BAD_KNOBS)
+def test_every_knob_is_checked_whether_or_not_the_method_uses_it(key, value):
+    cfg = compose_cfg("method=ar")
+    OmegaConf.set_struct(cfg, False)
+    OmegaConf.update(cfg, key, float(value) if value == "nan" else value, force_add=True)
+    with pytest.raises(ConfigError, match=rf"^{key} must be"):
+        check_config(cfg)
+
+
+def test_good_defaults_and_nullable_threads_pass():
+    check_config(compose_cfg("threads=null"))
+    check_config(compose_cfg("model=pythia", "threads=2", "threshold=0", "warmup=0"))
+
+
+def test_min_tokens_above_max_tokens_is_refused():
+    with pytest.raises(ConfigError, match="dataset.min_tokens"):
+        check_config(compose_cfg("dataset.min_tokens=50", "dataset.max_tokens=40"))
+
+
+def test_a_method_entry_knob_of_the_wrong_type_is_named():
+    with pytest.raises(ConfigError, match="method 'linear': k must be an integer"):
+        method_specs(compose_cfg("methods=[ar,{name:linear,k:abc}]"), CONF_DIR)

@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
+import subprocess
+import tempfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from spec_decode.data import BUILTIN_PROMPTS, DatasetError, cut_prompts, is_heading, load_prompts
+from spec_decode.metrics import speedups
 from spec_decode.models import byte_tokenizer
-from spec_decode.results import is_complete, write_atomic
+from spec_decode.report.common import newest_file
+from spec_decode.results import (
+    ResultsDirError,
+    config_changes,
+    is_complete,
+    load_results,
+    prepare_dir,
+    save_fallback,
+    write_atomic,
+)
 
 WIKITEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2"
 
@@ -53,3 +68,79 @@ def test_write_atomic_leaves_nothing_on_failure(tmp_path):
     assert is_complete(target) and json.loads(target.read_text()) == {"complete": True}
     target.write_text('{"complete": tr')
     assert not is_complete(target)
+
+
+def test_result_files_honour_the_umask_and_are_strict_json(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "result.json", {"complete": True, "speedup": float("nan"), "x": [float("inf"), 1.0]})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "result.json").stat().st_mode) == 0o644
+    text = (tmp_path / "result.json").read_text()
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c}")) == {
+        "complete": True, "speedup": None, "x": [None, 1.0]}
+
+
+def test_nulls_read_back_as_nan(tmp_path):
+    run = {"complete": True, "config": {"model": {"name": "m"}, "dataset": {"name": "d"}, "max_new_tokens": 4},
+           "environment": {"device_name": "cpu", "dtype": "float32"},
+           "methods": {"ar": {"method": "ar", "params": {}}}, "summary": [{"method": "ar", "speedup": float("nan")}]}
+    write_atomic(tmp_path / "result.json", run)
+    df = load_results(tmp_path)
+    assert df["speedup"].dtype == float and df["speedup"].isna().all()
+
+
+def test_prepare_dir_refuses_long_names_and_unwritable_folders(tmp_path):
+    with pytest.raises(ResultsDirError, match="bytes long"):
+        prepare_dir(tmp_path / ("x" * 256))
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ResultsDirError, match="cannot write"):
+        prepare_dir(Path("/proc/forbidden"))
+    prepare_dir(tmp_path / "a" / "b")
+    assert list((tmp_path / "a" / "b").iterdir()) == []
+
+
+def test_prepare_dir_removes_temp_files_of_killed_writes_only(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    alive = subprocess.Popen(["sleep", "30"])
+    try:
+        for name in [f".tmp-{dead.pid}-ab12.json", ".tmp-x7k2q9.json", f".tmp-{alive.pid}-cd34.json", "keep.json"]:
+            (tmp_path / name).write_text("{")
+        prepare_dir(tmp_path)
+        assert sorted(p.name for p in tmp_path.iterdir()) == [f".tmp-{alive.pid}-cd34.json", "keep.json"]
+    finally:
+        alive.kill()
+
+
+def test_fallback_keeps_the_result(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    path = save_fallback({"complete": True, "v": float("nan")})
+    assert path.parent == tmp_path and json.loads(path.read_text()) == {"complete": True, "v": None}
+
+
+def test_config_changes_ignore_output_paths():
+    old = {"results_dir": "a", "overwrite": False, "k": 4, "method": {"name": "tree", "depth": 2}}
+    new = {"results_dir": "b", "overwrite": True, "k": 4, "method": {"name": "linear", "k": 4}, "compile": False}
+    assert config_changes(old, old | {"results_dir": "b", "overwrite": True}) == []
+    assert config_changes(old, new) == ['method.name: "tree" → "linear"', 'compile: (absent) → false',
+                                        'method.depth: 2 → (absent)', 'method.k: (absent) → 4']
+
+
+def test_speedup_three_ways_pairs_samples_by_prompt_and_repeat():
+    def sample(prompt, repeat, tokens, seconds):
+        return {"prompt": prompt, "repeat": repeat, "new_tokens": tokens, "seconds": seconds}
+
+    ar = [sample(0, 0, 10, 1.0), sample(1, 0, 10, 4.0)]  # 10 and 2.5 tok/s
+    method = [sample(1, 0, 10, 2.0), sample(0, 0, 10, 0.5)]  # 5 and 20 tok/s
+    out = speedups(method, ar)
+    assert out["speedup"] == pytest.approx(12.5 / 6.25)  # Spec-Bench: mean tok/s over AR's mean tok/s
+    assert out["speedup_of_totals"] == pytest.approx((20 / 2.5) / (20 / 5.0))
+    assert out["speedup_mean_of_ratios"] == pytest.approx((2.0 + 2.0) / 2)
+
+
+def test_newest_result_is_chosen_by_started_at_not_mtime(tmp_path):
+    rows = pd.DataFrame({"file": ["old", "new", "legacy"],
+                         "started_at": ["2026-01-02T00:00:00+00:00", "2026-03-01T00:00:00+00:00", None]})
+    assert newest_file(rows) == "new"
