@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -19,21 +21,22 @@ from pathlib import Path
 import psutil
 
 NOTES = "SPEC_DECODE_SWEEP_NOTES"
-LAUNCHER = "SPEC_DECODE_LAUNCHER"  # "pid:create_time" of the launching process
+LAUNCHER = "SPEC_DECODE_LAUNCHER"  # "host:pid:create_time" of the launching process
 WATCH_INTERVAL_S = 2.0
 _watching = threading.Event()
 
 
 def start() -> None:
-    """In the launching process: a fresh notes folder and this process's identity, for the jobs to inherit."""
-    os.environ[NOTES] = tempfile.mkdtemp(prefix="spec_decode-sweep-")
-    os.environ[LAUNCHER] = f"{os.getpid()}:{psutil.Process().create_time()}"
+    """In the launching process: where failed jobs leave notes (made by the first one) and this process's
+    identity, both for the jobs to inherit."""
+    os.environ[NOTES] = str(Path(tempfile.gettempdir()) / f"spec_decode-sweep-{os.getpid()}-{secrets.token_hex(4)}")
+    os.environ[LAUNCHER] = f"{socket.gethostname()}:{os.getpid()}:{psutil.Process().create_time()}"
 
 
 def finish() -> list[dict]:
     """In the launching process, after the last job: the notes of failed configurations (the folder is removed)."""
     folder = os.environ.get(NOTES)
-    if not folder:
+    if not folder or not Path(folder).is_dir():
         return []
     notes = [json.loads(f.read_text()) for f in sorted(Path(folder).glob("*.json"), key=lambda f: int(f.stem))]
     shutil.rmtree(folder, ignore_errors=True)
@@ -62,17 +65,19 @@ def note_failure(job: int, overrides: str, err: BaseException, config: dict | No
             continue
     if os.environ.get(NOTES):
         note = {"job": job, "overrides": overrides, "error": str(err), "file": str(saved) if saved else None}
+        Path(os.environ[NOTES]).mkdir(parents=True, exist_ok=True)
         (Path(os.environ[NOTES]) / f"{job}.json").write_text(json.dumps(note))
     return saved
 
 
 def watch_launcher() -> None:
-    """In a worker process (not the launcher): exit as soon as the launching process is gone."""
+    """In a worker process on the launcher's machine (not the launcher, not a cluster node): exit as soon as the
+    launching process is gone."""
     identity = os.environ.get(LAUNCHER)
     if not identity or _watching.is_set():
         return
-    pid, created = identity.split(":")
-    if int(pid) == os.getpid():
+    host, pid, created = identity.rsplit(":", 2)
+    if host != socket.gethostname() or int(pid) == os.getpid():
         return
     _watching.set()
     threading.Thread(target=_watch, args=(int(pid), float(created)), daemon=True, name="launcher-watch").start()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psutil
 
+from spec_decode import sweep
 from spec_decode.results import RESULT_FILE, load_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,3 +87,15 @@ def test_workers_of_a_killed_joblib_sweep_stop_within_a_minute(tmp_path):
             p.kill()
         if parent.poll() is None:
             os.killpg(parent.pid, signal.SIGKILL)
+
+
+def test_the_watchdog_knows_a_gone_launcher_and_ignores_other_machines(monkeypatch):
+    me = psutil.Process()
+    assert sweep.launcher_alive(me.pid, me.create_time())
+    assert not sweep.launcher_alive(me.pid, me.create_time() - 100)  # the pid now belongs to another process
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    assert not sweep.launcher_alive(gone.pid, 0.0)
+    monkeypatch.setenv(sweep.LAUNCHER, f"some-cluster-login-node:{gone.pid}:0.0")  # e.g. a Slurm job's launcher
+    sweep.watch_launcher()
+    assert not sweep._watching.is_set()
