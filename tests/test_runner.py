@@ -11,7 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from spec_decode import offline, results, runner
+from spec_decode import decoders, offline, results, runner
 from spec_decode.data import DatasetError
 from spec_decode.models import byte_tokenizer, tiny_pair
 from spec_decode.runner import CONF_DIR, ResultWriteError, run, save
@@ -85,3 +85,8 @@ def test_the_model_cache_build_says_what_it_is_doing(tmp_path, monkeypatch, caps
     assert lines[1].startswith("model cache built in") and str(tmp_path / "cache") in lines[1]
     offline.load_gguf_target("pkg", "model.gguf", cache_dir=tmp_path / "cache")
     assert "model cache" not in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not hasattr(decoders, "NonFiniteLogitsError"), reason="the NaN guard arrives with the decoders")
+def test_non_finite_logits_end_with_one_clear_line():
+    assert decoders.NonFiniteLogitsError in runner.USER_ERRORS
