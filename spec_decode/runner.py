@@ -53,24 +53,28 @@ def run(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Path:
     torch.manual_seed(cfg.seed)
     prompts = _prompts(cfg)
     pair = load_pair(cfg.model)
-    runs = run_methods(pair, methods, prompts, protocol)
+    payload = _payload(requested, started_at, pair, prompts, run_methods(pair, methods, prompts, protocol))
+    print(summary_table(payload))
+    save(out, payload)
+    (out.parent / ERROR_FILE).unlink(missing_ok=True)
+    log.info("results written to %s", out)
+    return out
+
+
+def _payload(config: dict, started_at: str, pair, prompts: list, runs: dict) -> dict:
+    """The result file's content: what was asked, where and how it ran, the raw samples and their summary."""
     baseline = next(iter(runs.values()))
-    payload = {
+    return {
         "schema_version": results.SCHEMA_VERSION,
         "complete": True,
         "started_at": started_at,
-        "config": requested,
+        "config": config,
         "environment": results.environment(pair.target.device, pair.info["dtype"]),
         "model": pair.info,
         "prompts": [{"text": p.text, "ids": p.ids} for p in prompts],
         "methods": runs,
         "summary": [summarize(run, baseline) | {"method": label} for label, run in runs.items()],
     }
-    print(summary_table(payload))
-    save(out, payload)
-    (out.parent / ERROR_FILE).unlink(missing_ok=True)
-    log.info("results written to %s", out)
-    return out
 
 
 def reusable(out: Path, requested: dict, overwrite: bool) -> bool:
