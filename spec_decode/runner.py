@@ -14,7 +14,7 @@ from spec_decode.bench import Protocol, run_methods
 from spec_decode.data import load_prompts
 from spec_decode.decoders import validate_method
 from spec_decode.metrics import summarize
-from spec_decode.models import load_pair
+from spec_decode.models import check_attention, load_pair
 
 log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -27,6 +27,7 @@ class ConfigError(ValueError):
 def run(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Path:
     """Execute the run `cfg` describes (or skip it when its result is complete); return the result path."""
     methods = method_specs(cfg, conf_dir)
+    check_attention(cfg.model, [name for name, _ in methods.values()])
     protocol = protocol_from(cfg)
     out = Path(cfg.results_dir).absolute() / results.RESULT_FILE
     if results.is_complete(out):
@@ -58,10 +59,17 @@ def run(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Path:
 
 
 def method_specs(cfg: DictConfig, conf_dir: Path) -> dict[str, tuple[str, dict]]:
-    """Label -> (method name, knobs), AR first; each method's knobs come from its file in conf/method/."""
+    """Label -> (method name, knobs), AR first; each method's knobs come from its file in conf/method/.
+
+    A comparison with an HF peer (hf_*) also gets hf_greedy, transformers' own greedy baseline, right after AR.
+    """
     entries = list(cfg.methods) if cfg.methods is not None else [cfg.method.name]
-    if "ar" not in [e if isinstance(e, str) else e.get("name") for e in entries]:
+    names = [e if isinstance(e, str) else e.get("name") for e in entries]
+    if "ar" not in names:
         entries.insert(0, "ar")
+    added = any(str(n).startswith("hf_") for n in names) and "hf_greedy" not in names
+    if added:
+        entries.append("hf_greedy")
     specs: dict[str, tuple[str, dict]] = {}
     for entry in entries:
         label, name, params = _method_entry(cfg, entry, conf_dir)
@@ -72,7 +80,7 @@ def method_specs(cfg: DictConfig, conf_dir: Path) -> dict[str, tuple[str, dict]]
         except (ValueError, TypeError) as err:
             raise ConfigError(f"method {label!r}: {err}") from err
         specs[label] = (name, params)
-    return dict(sorted(specs.items(), key=lambda item: item[1][0] != "ar"))
+    return dict(sorted(specs.items(), key=lambda item: (item[1][0] != "ar", not (added and item[0] == "hf_greedy"))))
 
 
 def _method_entry(cfg: DictConfig, entry, conf_dir: Path) -> tuple[str, str, dict]:
@@ -115,13 +123,31 @@ def _dataset_cfg(dataset: DictConfig) -> dict:
 
 
 def summary_table(summary: list[dict], model: dict, env: dict) -> str:
-    """One screen: method, tok/s, speedup, acceptance, tokens/round, exact match."""
+    """One screen: tok/s, speedup, acceptance, tokens/round, exactness; then a WARNING per non-tie divergence."""
     rows = [{
         "method": s["method"], "tok/s": s["throughput"]["mean"], "±std": s["throughput"]["std"],
         "speedup": s["speedup"], "accept": s["acceptance_rate"], "accept(depth)": s["acceptance_depth_level"],
         "tok/round": s["tokens_per_round"], "nodes/round": s["mean_tree_nodes"],
-        "exact": s["exact_match"]["mean"], "compress": s["compressions"]["mean"],
+        "exact": s["exact_match"]["mean"], **_exactness_columns(s), "compress": s["compressions"]["mean"],
     } for s in summary]
     header = (f"model {model['name']} ({model['dtype']}, {env['device_name']}, {env['torch_threads']} threads), "
               f"{summary[0]['samples']} samples per method")
-    return header + "\n" + pd.DataFrame(rows).to_string(index=False, float_format=lambda x: f"{x:.3f}")
+    table = pd.DataFrame(rows).to_string(index=False, float_format=lambda x: f"{x:.3f}")
+    return "\n".join([header, table, *divergence_warnings(summary)])
+
+
+def _exactness_columns(s: dict) -> dict:
+    """diverged = samples that left AR's tokens / samples compared; at tie = of those, at a near-tie; flag = BUG?"""
+    first, tie = s.get("first_divergence"), s.get("divergence_at_tie")
+    if not first or not first["compared"]:
+        return {"diverged": "-", "at tie": "-", "flag": ""}
+    flag = "streaming" if s.get("divergence_not_at_tie") is None else "NOT-AT-TIE" if s["divergence_not_at_tie"] else ""
+    return {"diverged": f"{first['diverged']}/{first['compared']}", "at tie": tie["count"], "flag": flag}
+
+
+def divergence_warnings(summary: list[dict]) -> list[str]:
+    """One line per sample whose tokens left AR's where AR's top-2 margin was no tie: a bug, not a kernel flip."""
+    return [f"WARNING: {s['method']} left AR's tokens at prompt {d['prompt']} (repeat {d['repeat']}), token "
+            f"{d['index']}, where AR's top-1 minus top-2 logit margin is "
+            f"{'n/a (past AR end)' if d['margin'] is None else format(d['margin'], '.4g')}: not a near-tie"
+            for s in summary for d in (s.get("divergence_not_at_tie") or [])]
