@@ -22,10 +22,11 @@ from transformers import (
 )
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
-# Attention backends that add an arbitrary 4D float mask to the scores (eager and sdpa take it as is; flex_attention
-# adds a 4D tensor as its score mask). flash_attention_2/3/4 read a mask as a 2-D padding mask, the paged backends
-# expect continuous batching's paged cache and mask layout, and Hub kernels are flash kernels: none can take a tree.
-MASK_BACKENDS = ("eager", "sdpa", "flex_attention")
+# Attention backends that add an arbitrary 4D float mask (tree, streaming window) to the scores as is. Refused for
+# the masked methods: flash_attention_2/3/4 read a mask as a 2-D padding mask; the paged backends expect continuous
+# batching's paged cache and mask layout; Hub kernels are flash kernels; flex_attention indexes a 4D tensor as a
+# score_mod inside its compiled blocks and failed on our tree masks (index out of bounds, CPU, torch 2.13).
+MASK_BACKENDS = ("eager", "sdpa")
 DEFAULT_ATTENTION = "sdpa"
 TINY_EOS = "<|endoftext|>"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
