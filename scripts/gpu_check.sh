@@ -27,10 +27,13 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TRANSFORMER
 export TQDM_DISABLE=1
 
 if [[ $cpu == 1 ]]; then
-  gpu=cpu device=cpu dtype=float32
+  gpu=cpu device=cpu dtype=float32 threads=2
 else
-  gpu=$("$PYTHON" -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"; print(torch.cuda.get_device_name(0))')
-  device=cuda dtype=float16
+  if ! gpu=$("$PYTHON" -c 'import torch; print(torch.cuda.get_device_name(0))' 2>/dev/null); then
+    echo "error: no CUDA device visible to $PYTHON (for a CPU smoke run: --cpu --quick)" >&2
+    exit 2
+  fi
+  device=cuda dtype=float16 threads=4
 fi
 out="${GPU_CHECK_RESULTS:-results/gpu_check}/$(echo "$gpu" | tr -cs 'A-Za-z0-9._-' '_' | sed 's/_$//')"
 mkdir -p "$out"
@@ -62,11 +65,11 @@ echo "== (a) CUDA-marked tests"
 
 echo "== (b) forward cost, 1..$tokens new tokens after a 200-token context"
 "$PYTHON" scripts/forward_cost.py --model pythia_random --context 200 --max-tokens "$tokens" --repeats "$repeats" \
-  --threads 4 --out "$out" "${model[@]}"
+  --threads "$threads" --out "$out" "${model[@]}"
 
 # threshold 0: a random draft's probabilities are near uniform, so any threshold would prune the whole tree
 echo "== (c) harness overhead share, AR / Linear / Tree, profile=true"
-"$PYTHON" run.py model=pythia_random dataset=builtin profile=true threads=4 \
+"$PYTHON" run.py model=pythia_random dataset=builtin profile=true threads=$threads \
   "methods=[ar,{name:linear,label:linear_k4,k:4},{name:tree,label:tree_d4_b2,depth:4,branch:2,threshold:0.0,max_nodes:32}]" \
   num_prompts=$prompts max_new_tokens=$new repeats=1 warmup=$warmup "${run_model[@]}" \
   results_dir="$out/overhead" hydra.run.dir="$out/overhead/hydra"
