@@ -47,9 +47,9 @@ def tied_pair(index: int, prompt: list[int]):
     return pair, partner
 
 
-def measure(pair, methods, prompts, monkeypatch):
+def measure(pair, methods, prompts, monkeypatch, interleave=False):
     monkeypatch.setitem(decoders.DECODERS, "flip", FlipAt)
-    protocol = Protocol(max_new_tokens=12, warmup=0, repeats=1)
+    protocol = Protocol(max_new_tokens=12, warmup=0, repeats=1, interleave=interleave)
     runs = run_methods(pair, methods, [Prompt("", p) for p in prompts], protocol)
     return [summarize(run) | {"method": label} for label, run in runs.items()]
 
@@ -107,9 +107,10 @@ def test_a_flip_at_an_exact_tie_counts_as_tie(monkeypatch):
     assert "WARNING" not in table and "NOT-AT-TIE" not in table
 
 
-def test_a_planted_bug_is_flagged_loudly(pair64, monkeypatch):
+@pytest.mark.parametrize("interleave", [False, True])
+def test_a_planted_bug_is_flagged_loudly(pair64, monkeypatch, interleave):
     prompts = random_prompts(2, seed=8)
-    summary = measure(pair64, {"ar": ("ar", {}), "flip": ("flip", {"index": 5})}, prompts, monkeypatch)
+    summary = measure(pair64, {"ar": ("ar", {}), "flip": ("flip", {"index": 5})}, prompts, monkeypatch, interleave)
     flip = summary[1]
     assert flip["first_divergence"]["diverged"] == 2 and flip["divergence_at_tie"]["count"] == 0
     assert [(d["prompt"], d["index"]) for d in flip["divergence_not_at_tie"]] == [(0, 5), (1, 5)]
