@@ -11,7 +11,7 @@ import psutil
 import torch
 from tqdm.auto import tqdm
 
-from spec_decode import costmodel
+from spec_decode import costmodel, metrics
 from spec_decode.data import Prompt
 from spec_decode.decoders import Decoder, build_decoder
 from spec_decode.models import ModelPair
@@ -42,6 +42,15 @@ class Measurement:
     samples: list[dict] = field(default_factory=list)
 
 
+@dataclass
+class Reference:
+    """AR's tokens for one prompt, the target's top-2 logits at each of them, and the dtype they were computed in."""
+
+    tokens: list[int]
+    top2: list[list[float]]
+    dtype: str
+
+
 def run_methods(pair: ModelPair, methods: dict[str, tuple[str, dict]], prompts: list[Prompt],
                 protocol: Protocol) -> dict[str, dict]:
     """Measure every method (AR first: its tokens are the reference); label -> run record.
@@ -57,37 +66,46 @@ def _sequential(pair: ModelPair, methods: dict[str, tuple[str, dict]], prompts: 
     runs, reference = {}, None
     for label, (name, params) in methods.items():
         log.info("measuring %s %s", label, params)
-        runs[label] = run_method(pair, name, params, prompts, protocol, reference)
-        if name == "ar" and reference is None:
-            reference = {s["prompt"]: s["tokens"] for s in runs[label]["samples"] if s["repeat"] == 0}
+        is_reference = name == "ar" and reference is None
+        runs[label] = run_method(pair, name, params, prompts, protocol, reference, record_margins=is_reference)
+        if is_reference:
+            reference = {s["prompt"]: _reference(s, pair) for s in runs[label]["samples"] if s["repeat"] == 0}
     return runs
 
 
 def _interleaved(pair: ModelPair, methods: dict[str, tuple[str, dict]], prompts: list[Prompt],
                  protocol: Protocol) -> dict[str, dict]:
     measuring = {label: prepare(pair, name, params, prompts, protocol) for label, (name, params) in methods.items()}
+    first_ar = next((m for m in measuring.values() if m.name == "ar"), None)
+    if first_ar is not None:
+        first_ar.decoder.record_margins = True
     _reset_memory(pair.target.device)
     for label, m in measuring.items():
         log.info("warming up %s %s", label, m.decoder.params())
         warm_up(m, pair, prompts, protocol)
-    reference: dict[int, list[int]] = {}
+    reference: dict[int, Reference] = {}
     with tqdm(total=len(prompts) * protocol.repeats * len(measuring), desc="timed (interleaved)",
               leave=False) as bar:
         for p, prompt in enumerate(prompts):
             for r in range(protocol.repeats):
                 for m in measuring.values():
                     sample = measure(m, pair, p, r, prompt, protocol, reference.get(p))
-                    if m.name == "ar":
-                        reference.setdefault(p, sample["tokens"])
+                    if m is first_ar and r == 0:
+                        reference[p] = _reference(sample, pair)
                     bar.update()
     memory = _memory(pair.target.device) | {"shared_by_interleaved_methods": True}
     return {label: record(m, memory) for label, m in measuring.items()}
 
 
 def run_method(pair: ModelPair, name: str, params: dict, prompts: list[Prompt], protocol: Protocol,
-               reference: dict[int, list[int]] | None = None) -> dict:
-    """Warm up, then time `repeats` generations per prompt; raw samples plus memory and the knobs used."""
+               reference: dict[int, Reference] | None = None, record_margins: bool = False) -> dict:
+    """Warm up, then time `repeats` generations per prompt; raw samples plus memory and the knobs used.
+
+    `record_margins` (the reference AR run): AR also records the target's top-2 logits per token (no host sync).
+    """
     m = prepare(pair, name, params, prompts, protocol)
+    if record_margins:
+        m.decoder.record_margins = True
     _reset_memory(pair.target.device)
     warm_up(m, pair, prompts, protocol)
     with tqdm(total=len(prompts) * protocol.repeats, desc=f"{name} timed", leave=False) as bar:
@@ -117,11 +135,11 @@ def warm_up(m: Measurement, pair: ModelPair, prompts: list[Prompt], protocol: Pr
 
 
 def measure(m: Measurement, pair: ModelPair, prompt_index: int, repeat: int, prompt: Prompt, protocol: Protocol,
-            reference: list[int] | None) -> dict:
+            reference: Reference | None) -> dict:
     """One timed generation, appended to the method's samples."""
     torch.manual_seed(protocol.seed + repeat)
     out = m.decoder.generate(prompt.ids, protocol.max_new_tokens, pair.eos_token_id)
-    m.samples.append(_sample(prompt_index, repeat, out, reference))
+    m.samples.append(_sample(prompt_index, repeat, out, reference, getattr(m.decoder, "top2", None)))
     return m.samples[-1]
 
 
@@ -158,11 +176,41 @@ def calibrate_budget(pair: ModelPair, name: str, params: dict, prompts: list[Pro
             "probe": {"depth": params["depth"], "max_nodes": params["max_nodes"]}}
 
 
-def _sample(prompt_index: int, repeat: int, out, reference: list[int] | None) -> dict:
+def _sample(prompt_index: int, repeat: int, out, reference: Reference | None,
+            top2: list[list[float]] | None = None) -> dict:
+    """One raw sample; the reference AR run's samples also carry the target's top-2 logits per token."""
     stats = out.stats.to_dict()
-    return {"prompt": prompt_index, "repeat": repeat, "new_tokens": len(out.tokens), "seconds": stats.pop("total_s"),
-            "ttft_s": stats.pop("ttft_s"), "tokens": out.tokens,
-            "exact_match": None if reference is None else exact_match(out.tokens, reference), **stats}
+    sample = {"prompt": prompt_index, "repeat": repeat, "new_tokens": len(out.tokens), "seconds": stats.pop("total_s"),
+              "ttft_s": stats.pop("ttft_s"), "tokens": out.tokens, **compare(out.tokens, reference), **stats}
+    return sample if top2 is None else sample | {"top2_logits": top2}
+
+
+def _reference(sample: dict, pair: ModelPair) -> Reference:
+    return Reference(sample["tokens"], sample["top2_logits"], str(pair.target.dtype).removeprefix("torch."))
+
+
+def compare(tokens: list[int], reference: Reference | None) -> dict:
+    """Exactness against AR: match fraction, first divergence, AR's top-2 margin there, and whether it is a tie."""
+    if reference is None:
+        return {"exact_match": None, "first_divergence": None, "divergence_margin": None, "divergence_at_tie": None}
+    index = first_divergence(tokens, reference.tokens)
+    margin, at_tie = None, None
+    if index is not None:
+        at_tie = False
+        if index < len(reference.top2):  # else the method ran past AR's end: no margin, never a tie
+            top1, top2 = reference.top2[index]
+            margin = top1 - top2
+            at_tie = margin <= metrics.tie_epsilon(reference.dtype, top1)
+    return {"exact_match": exact_match(tokens, reference.tokens), "first_divergence": index,
+            "divergence_margin": margin, "divergence_at_tie": at_tie}
+
+
+def first_divergence(tokens: list[int], reference: list[int]) -> int | None:
+    """The first index where `tokens` leave `reference`; the shorter length if one is a prefix; None if equal."""
+    index = next((i for i, (a, b) in enumerate(zip(tokens, reference, strict=False)) if a != b), None)
+    if index is None and len(tokens) != len(reference):
+        index = min(len(tokens), len(reference))
+    return index
 
 
 def exact_match(tokens: list[int], reference: list[int]) -> float:

@@ -4,6 +4,22 @@ from __future__ import annotations
 
 import numpy as np
 
+# Divergence at a tie. Where a method's tokens first leave AR's, the margin is the target's top-1 minus top-2 logit
+# there under AR. A logit of magnitude |z| is stored to within eps*|z| (eps = the dtype's relative spacing below);
+# two kernel orderings of the same forward (a one-token AR step vs a verification block: other GEMM tilings,
+# attention blocks, reduction orders) round differently in every layer, and the residual stream carries those
+# roundings to the head. Kernel-to-kernel differences of a few ulps are typical; TIE_ULPS = 16 allows ~8 ulps of
+# drift in each of the two logits compared. The floor of 1 keeps the bound sane for logits near zero (random weights).
+# So a margin below 16*eps*max(|z|,1) is a near-tie any kernel may flip: float16 at |z|=10 -> 0.16, bfloat16 -> 1.25,
+# float32 -> 1.9e-5, float64 -> 3.6e-14 (float64 divergences are bugs). The raw margins are kept in the samples.
+DTYPE_EPS = {"float64": 2.0**-52, "float32": 2.0**-23, "float16": 2.0**-10, "bfloat16": 2.0**-7}
+TIE_ULPS = 16
+
+
+def tie_epsilon(dtype: str, top_logit: float) -> float:
+    """The largest top-1 minus top-2 logit margin that still counts as a tie for logits computed in `dtype`."""
+    return TIE_ULPS * DTYPE_EPS[dtype] * max(abs(top_logit), 1.0)
+
 
 def spread(values) -> dict:
     """Mean, std and percentiles of a list of numbers."""
@@ -44,6 +60,7 @@ def summarize(run: dict, baseline: dict | None = None) -> dict:
         "cache_final_length": spread([s["cache_length_per_round"][-1] for s in samples if s["cache_length_per_round"]]),
         **_phases(samples),
         "exact_match": spread([s["exact_match"] for s in samples if s["exact_match"] is not None]),
+        **exactness(samples, streaming=params.get("cache_size") is not None),
         "new_tokens": tokens,
         "samples": len(samples),
         "memory": run["memory"],
@@ -74,6 +91,27 @@ def speedups(samples: list[dict], baseline: list[dict]) -> dict:
     return {"speedup": float(np.mean([rate(s) for s in samples]) / np.mean(list(base.values()))),
             "speedup_of_totals": totals(samples) / totals(baseline),
             "speedup_mean_of_ratios": float(np.mean(ratios)) if ratios else float("nan")}
+
+
+def exactness(samples: list[dict], streaming: bool = False) -> dict:
+    """How many samples left AR's tokens, where first, how many of those at a near-tie, and the others (bugs).
+
+    Streaming methods use a bounded cache, so full-cache AR is not their exact reference: not judged.
+    """
+    compared = [s for s in samples if s.get("exact_match") is not None]
+    diverged = [s for s in compared if s.get("first_divergence") is not None]
+    indices = [s["first_divergence"] for s in diverged]
+    at_tie = sum(bool(s["divergence_at_tie"]) for s in diverged)
+    not_at_tie = None if streaming else [
+        {"prompt": s["prompt"], "repeat": s["repeat"], "index": s["first_divergence"],
+         "margin": s["divergence_margin"]} for s in diverged if not s["divergence_at_tie"]]
+    return {
+        "first_divergence": {"diverged": len(diverged), "compared": len(compared),
+                             "min_index": min(indices, default=None),
+                             "median_index": float(np.median(indices)) if indices else None},
+        "divergence_at_tie": {"count": at_tie, "fraction": at_tie / len(diverged) if diverged else None},
+        "divergence_not_at_tie": not_at_tie,
+    }
 
 
 def _phases(samples: list[dict]) -> dict:

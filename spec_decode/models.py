@@ -1,4 +1,4 @@
-"""Load a (target, draft, tokenizer) pair from a model config: the Hub, a packaged GGUF, or tiny in-process models."""
+"""Load a (target, draft, tokenizer) pair from a model config: the Hub, a packaged GGUF, or in-process random models."""
 
 from __future__ import annotations
 
@@ -23,6 +23,12 @@ from transformers import (
 )
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+# Attention backends that add an arbitrary 4D float mask (tree, streaming window) to the scores as is. Refused for
+# the masked methods: flash_attention_2/3/4 read a mask as a 2-D padding mask; the paged backends expect continuous
+# batching's paged cache and mask layout; Hub kernels are flash kernels; flex_attention indexes a 4D tensor as a
+# score_mod inside its compiled blocks and failed on our tree masks (index out of bounds, CPU, torch 2.13).
+MASK_BACKENDS = ("eager", "sdpa")
+DEFAULT_ATTENTION = "sdpa"
 TINY_EOS = "<|endoftext|>"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,31 +52,69 @@ class ModelPair:
 
 
 def load_pair(cfg: Mapping) -> ModelPair:
-    """Build the pair a model config describes (`source: tiny | hub`)."""
+    """Build the pair a model config describes (`source: tiny | random | hub | gguf`), on its pinned attention."""
     dtype = _dtype(cfg.get("dtype", "float32"))
     device = _device(cfg.get("device", "cpu"))
     source = cfg.get("source", "hub")
-    if source == "tiny":
-        pair = tiny_pair(cfg.get("arch", "gpt_neox"), seed=cfg.get("seed", 0), dtype=dtype)
-    elif source == "hub":
-        pair = _hub_pair(cfg["target"], cfg["draft"], cfg.get("tokenizer") or cfg["target"], dtype,
-                         trust_remote_code=cfg.get("trust_remote_code", False))
-    elif source == "gguf":
-        pair = _gguf_pair(cfg["package"], cfg["gguf_file"], cfg["draft"], dtype)
-    else:
-        raise ModelLoadError(f"unknown model source {source!r}; use 'tiny', 'hub' or 'gguf'")
-    pair.target.to(device).eval()
-    pair.draft.to(device).eval()
+    attention = attention_backend(cfg)
+    try:
+        pair = _build(source, cfg, dtype, device, attention)
+    except (ValueError, ImportError) as err:  # transformers refusing a backend or a size
+        raise ModelLoadError(f"cannot build the {source} pair with attn_implementation={attention}: "
+                             f"{str(err).splitlines()[0]}") from err
+    for model in (pair.target, pair.draft):
+        model.to(device).eval()
+        _pin_attention(model, attention)
     pair.info |= {"name": cfg.get("name", source), "dtype": str(dtype).removeprefix("torch."),
-                  "device": str(device), "target_parameters": _count(pair.target),
+                  "device": str(device), "attn_implementation": attention, "target_parameters": _count(pair.target),
                   "draft_parameters": _count(pair.draft)}
     return pair
+
+
+def _build(source: str, cfg: Mapping, dtype: torch.dtype, device: torch.device, attention: str) -> ModelPair:
+    if source == "tiny":
+        return tiny_pair(cfg.get("arch", "gpt_neox"), cfg.get("seed", 0), dtype, attn_implementation=attention)
+    if source == "random":
+        return random_pair(cfg, dtype, device, attention)
+    if source == "hub":
+        return _hub_pair(cfg["target"], cfg["draft"], cfg.get("tokenizer") or cfg["target"], dtype, attention,
+                         trust_remote_code=cfg.get("trust_remote_code", False))
+    if source == "gguf":
+        return _gguf_pair(cfg["package"], cfg["gguf_file"], cfg["draft"], dtype)
+    raise ModelLoadError(f"unknown model source {source!r}; use 'tiny', 'random', 'hub' or 'gguf'")
+
+
+def attention_backend(model_cfg: Mapping) -> str:
+    """The model config's `attn_implementation` (default sdpa), checked to be a name."""
+    name = model_cfg.get("attn_implementation") or DEFAULT_ATTENTION
+    if not isinstance(name, str):
+        raise ModelLoadError(f"model.attn_implementation must be a backend name such as 'sdpa', got {name!r}")
+    return name
+
+
+def check_attention(model_cfg: Mapping, method_names) -> None:
+    """Refuse, before any model loads, a backend that cannot take the 4D masks of tree and streaming methods."""
+    backend = attention_backend(model_cfg)
+    masked = sorted({n for n in method_names if "tree" in n or n.startswith("streaming_")})
+    if masked and backend not in MASK_BACKENDS:
+        raise ModelLoadError(f"model.attn_implementation={backend} cannot take the arbitrary 4D attention mask that "
+                             f"{', '.join(masked)} feed(s) the models; use one of {', '.join(MASK_BACKENDS)}")
+
+
+def _pin_attention(model: PreTrainedModel, backend: str) -> None:
+    """Set the model's attention backend, or say in one line why it cannot be used here."""
+    try:
+        model.set_attn_implementation(backend)
+    except (ValueError, ImportError) as err:
+        raise ModelLoadError(f"attention backend {backend!r} unavailable: {str(err).splitlines()[0]}") from err
+    if model.config._attn_implementation != backend:
+        raise ModelLoadError(f"{type(model).__name__} cannot switch its attention backend to {backend!r}")
 
 
 def load_tokenizer(cfg: Mapping):
     """Only the tokenizer a model config describes (to read the prompts before the models; for reports)."""
     source = cfg.get("source", "hub")
-    if source == "tiny":
+    if source in ("tiny", "random"):
         return byte_tokenizer()
     if source == "gguf":
         from spec_decode import offline
@@ -88,15 +132,17 @@ def load_tokenizer(cfg: Mapping):
                              "(no network? download it once with network access, or choose model=tiny)") from err
 
 
-def _hub_pair(target: str, draft: str, tokenizer: str, dtype: torch.dtype,
+def _hub_pair(target: str, draft: str, tokenizer: str, dtype: torch.dtype, attention: str,
               trust_remote_code: bool = False) -> ModelPair:
     """Pretrained models from the Hub (or its local cache when offline); custom model code only when trusted."""
     trust = {"trust_remote_code": trust_remote_code}
     try:
         with _refusing_custom_code(f"{target!r} / {draft!r}"):
             tok = AutoTokenizer.from_pretrained(tokenizer, **trust)
-            target_model = AutoModelForCausalLM.from_pretrained(target, dtype=dtype, **trust)
-            draft_model = AutoModelForCausalLM.from_pretrained(draft, dtype=dtype, **trust)
+            target_model = AutoModelForCausalLM.from_pretrained(target, dtype=dtype, attn_implementation=attention,
+                                                                **trust)
+            draft_model = AutoModelForCausalLM.from_pretrained(draft, dtype=dtype, attn_implementation=attention,
+                                                               **trust)
     except OSError as err:
         raise ModelLoadError(
             f"cannot load {target!r} / {draft!r}: {str(err).splitlines()[0]} "
@@ -133,14 +179,16 @@ def _gguf_pair(package: str, gguf_file: str, draft: str, dtype: torch.dtype) -> 
                                                       "draft": str(draft)})
 
 
-def tiny_pair(arch: str = "gpt_neox", seed: int = 0, dtype: torch.dtype = torch.float32) -> ModelPair:
+def tiny_pair(arch: str = "gpt_neox", seed: int = 0, dtype: torch.dtype = torch.float32,
+              attn_implementation: str = DEFAULT_ATTENTION) -> ModelPair:
     """Small random models built in-process from `seed`; the draft is the target's first layer.
 
     The target's later layers are damped so that the draft agrees with it often enough to exercise
     long accepted paths, while still disagreeing regularly.
     """
     tokenizer = byte_tokenizer()
-    config = _tiny_config(arch, vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id)
+    config = _tiny_config(arch, vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id,
+                          attn_implementation=attn_implementation)
     model_class = {"gpt_neox": GPTNeoXForCausalLM, "llama": LlamaForCausalLM}[arch]
     torch.manual_seed(seed)
     target = model_class(config)
@@ -156,15 +204,39 @@ def tiny_pair(arch: str = "gpt_neox", seed: int = 0, dtype: torch.dtype = torch.
     return ModelPair(target, draft, tokenizer, {"source": "tiny", "arch": arch, "seed": seed})
 
 
-def _tiny_config(arch: str, vocab_size: int, eos_token_id: int):
+def _tiny_config(arch: str, vocab_size: int, eos_token_id: int, attn_implementation: str):
     common = dict(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
                   intermediate_size=128, max_position_embeddings=8192, initializer_range=0.3,
-                  eos_token_id=eos_token_id, bos_token_id=eos_token_id, attn_implementation="eager")
+                  eos_token_id=eos_token_id, bos_token_id=eos_token_id, attn_implementation=attn_implementation)
     if arch == "gpt_neox":
         return GPTNeoXConfig(rotary_pct=0.25, **common)
     if arch == "llama":
         return LlamaConfig(num_key_value_heads=2, **common)
     raise ModelLoadError(f"unknown tiny architecture {arch!r}; use 'gpt_neox' or 'llama'")
+
+
+def random_pair(cfg: Mapping, dtype: torch.dtype, device: torch.device, attention: str) -> ModelPair:
+    """Randomly initialised GPT-NeoX target and draft built from the config's inline `target` / `draft` sizes.
+
+    No files and no network: for forward-cost and overhead measurements at a real model's shape (the weights,
+    and so the acceptance numbers, mean nothing). The models are built directly on `device` in `dtype`.
+    """
+    if cfg.get("arch", "gpt_neox") != "gpt_neox":
+        raise ModelLoadError("source: random builds GPT-NeoX models only (arch: gpt_neox)")
+    tokenizer = byte_tokenizer()
+    torch.manual_seed(cfg.get("seed", 0))
+    models = []
+    for role in ("target", "draft"):
+        sizes = dict(cfg.get(role) or {})
+        if not sizes:
+            raise ModelLoadError(f"source: random needs the {role}'s sizes under model.{role}")
+        config = GPTNeoXConfig(**sizes, eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id,
+                               attn_implementation=attention)
+        with torch.device(device):
+            model = GPTNeoXForCausalLM._from_config(config, dtype=dtype)
+        model.generation_config.pad_token_id = model.generation_config.eos_token_id = tokenizer.eos_token_id
+        models.append(model)
+    return ModelPair(*models, tokenizer, {"source": "random", "arch": "gpt_neox", "seed": cfg.get("seed", 0)})
 
 
 def _damp_later_layers(model: PreTrainedModel, arch: str, scale: float) -> None:

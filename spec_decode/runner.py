@@ -18,7 +18,7 @@ from spec_decode.config import ConfigError, check_config, check_knob, check_meth
 from spec_decode.data import DatasetError, load_prompts, read_lines
 from spec_decode.decoders import validate_method
 from spec_decode.metrics import summarize
-from spec_decode.models import ModelLoadError, load_pair, load_tokenizer
+from spec_decode.models import ModelLoadError, check_attention, load_pair, load_tokenizer
 
 log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -39,6 +39,7 @@ def run(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Path:
     """Execute the run `cfg` describes (or reuse its complete result); return the result path."""
     check_config(cfg)
     methods = method_specs(cfg, conf_dir)
+    check_attention(cfg.model, [name for name, _ in methods.values()])
     protocol = protocol_from(cfg)
     requested = OmegaConf.to_container(cfg, resolve=True)
     out = Path(cfg.results_dir).absolute() / results.RESULT_FILE
@@ -119,10 +120,17 @@ def _prompts(cfg: DictConfig) -> list:
 
 
 def method_specs(cfg: DictConfig, conf_dir: Path) -> dict[str, tuple[str, dict]]:
-    """Label -> (method name, knobs), AR first; each method's knobs come from its file in conf/method/."""
+    """Label -> (method name, knobs), AR first; each method's knobs come from its file in conf/method/.
+
+    A comparison with an HF peer (hf_*) also gets hf_greedy, transformers' own greedy baseline, right after AR.
+    """
     entries = list(cfg.methods) if cfg.methods is not None else [cfg.method.name]
-    if "ar" not in [e if isinstance(e, str) else e.get("name") for e in entries]:
+    names = [e if isinstance(e, str) else e.get("name") for e in entries]
+    if "ar" not in names:
         entries.insert(0, "ar")
+    added = any(str(n).startswith("hf_") for n in names) and "hf_greedy" not in names
+    if added:
+        entries.append("hf_greedy")
     specs: dict[str, tuple[str, dict]] = {}
     for entry in entries:
         label, name, params = _method_entry(cfg, entry, conf_dir)
@@ -134,7 +142,7 @@ def method_specs(cfg: DictConfig, conf_dir: Path) -> dict[str, tuple[str, dict]]
         except (ValueError, TypeError) as err:
             raise ConfigError(f"method {label!r}: {err}") from err
         specs[label] = (name, params)
-    return dict(sorted(specs.items(), key=lambda item: item[1][0] != "ar"))
+    return dict(sorted(specs.items(), key=lambda item: (item[1][0] != "ar", not (added and item[0] == "hf_greedy"))))
 
 
 def _method_entry(cfg: DictConfig, entry, conf_dir: Path) -> tuple[str, str, dict]:
@@ -185,11 +193,29 @@ def summary_table(payload: dict) -> str:
         "sp.ratios": num(s.get("speedup_mean_of_ratios")), "accept": num(s["acceptance_rate"]),
         "accept(depth)": num(s["acceptance_depth_level"]), "tok/round": num(s["tokens_per_round"]),
         "nodes/round": num(s["mean_tree_nodes"]), "exact": num(s["exact_match"]["mean"]),
-        "compress": num(s["compressions"]["mean"]),
+        **_exactness_columns(s), "compress": num(s["compressions"]["mean"]),
     } for s in payload["summary"]]
     model, env, cfg = payload["model"], payload["environment"], payload["config"]
     header = (f"model {model['name']} ({model['dtype']}, {env['device_name']}, {env['torch_threads']} threads); "
               f"dataset {cfg['dataset']['name']}: {len(payload['prompts'])} prompts x {cfg['repeats']} repeats, "
               f"up to {cfg['max_new_tokens']} new tokens; speedup = mean tok/s over AR's (Spec-Bench), "
               "sp.totals = ratio of total tok/s, sp.ratios = mean per-prompt ratio")
-    return header + "\n" + pd.DataFrame(rows).to_string(index=False, float_format=lambda x: f"{x:.3f}")
+    table = pd.DataFrame(rows).to_string(index=False, float_format=lambda x: f"{x:.3f}")
+    return "\n".join([header, table, *divergence_warnings(payload["summary"])])
+
+
+def _exactness_columns(s: dict) -> dict:
+    """diverged = samples that left AR's tokens / samples compared; at tie = of those, at a near-tie; flag = BUG?"""
+    first, tie = s.get("first_divergence"), s.get("divergence_at_tie")
+    if not first or not first["compared"]:
+        return {"diverged": "-", "at tie": "-", "flag": ""}
+    flag = "streaming" if s.get("divergence_not_at_tie") is None else "NOT-AT-TIE" if s["divergence_not_at_tie"] else ""
+    return {"diverged": f"{first['diverged']}/{first['compared']}", "at tie": tie["count"], "flag": flag}
+
+
+def divergence_warnings(summary: list[dict]) -> list[str]:
+    """One line per sample whose tokens left AR's where AR's top-2 margin was no tie: a bug, not a kernel flip."""
+    return [f"WARNING: {s['method']} left AR's tokens at prompt {d['prompt']} (repeat {d['repeat']}), token "
+            f"{d['index']}, where AR's top-1 minus top-2 logit margin is "
+            f"{'n/a (past AR end)' if d['margin'] is None else format(d['margin'], '.4g')}: not a near-tie"
+            for s in summary for d in (s.get("divergence_not_at_tie") or [])]

@@ -37,7 +37,7 @@ def test_comparison_run_writes_a_complete_result(tmp_path):
     result = tmp_path / RESULT_FILE
     assert f"results written to {result}" in proc.stdout.strip().splitlines()[-1]
     df = load_results(tmp_path)
-    assert list(df["method"]) == ["ar", "hf_assisted", "linear", "tree"]
+    assert list(df["method"]) == ["ar", "hf_greedy", "hf_assisted", "linear", "tree"]
     for column in ["throughput.mean", "throughput.std", "throughput.p50", "speedup", "acceptance_rate",
                    "acceptance_node_level", "acceptance_depth_level", "tokens_per_round", "mean_tree_nodes",
                    "target_forwards_per_token", "draft_forwards_per_token", "ttft_s.mean", "tpot_s.mean",
@@ -46,7 +46,7 @@ def test_comparison_run_writes_a_complete_result(tmp_path):
     for speedup in ("speedup", "speedup_of_totals", "speedup_mean_of_ratios"):
         assert df.set_index("method").loc["ar", speedup] == pytest.approx(1.0)
         assert (df[speedup] > 0).all()
-    assert (df.set_index("method").loc[["hf_assisted", "linear", "tree"], "exact_match.mean"] == 1.0).all()
+    assert (df.set_index("method").loc[["hf_greedy", "hf_assisted", "linear", "tree"], "exact_match.mean"] == 1.0).all()
 
 
 def test_interleaved_order_measures_every_method_on_every_prompt(tmp_path):
@@ -55,7 +55,7 @@ def test_interleaved_order_measures_every_method_on_every_prompt(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     df = load_results(tmp_path).set_index("method")
     assert (df["samples"] == 6).all()
-    assert (df.loc[["hf_assisted", "linear", "tree"], "exact_match.mean"] == 1.0).all()
+    assert (df.loc[["hf_greedy", "hf_assisted", "linear", "tree"], "exact_match.mean"] == 1.0).all()
     assert df["interleave"].all()
 
 

@@ -107,6 +107,25 @@ class HFAssistedDecoder:
         return Generation(tokens, _stats(recorder, start, end, counters))
 
 
+class HFGreedyDecoder(HFAssistedDecoder):
+    """transformers' own greedy `generate` (no assistant): the baseline HF assisted generation is read against."""
+
+    name = "hf_greedy"
+
+    def __init__(self, target: PreTrainedModel):
+        self.target, self.draft = target, None
+        cache = target.generation_config.cache_implementation or "dynamic"
+        self.knobs = {"num_beams": 1, "cache_implementation": cache}
+        self.clock = Clock(target.device)
+
+    @staticmethod
+    def validate() -> None:
+        """hf_greedy has no knobs."""
+
+    def _generate_kwargs(self) -> dict:
+        return {"num_beams": 1}
+
+
 class HFLookupDecoder(HFAssistedDecoder):
     """transformers' prompt lookup decoding: n-gram continuations found in the context, no draft model."""
 
