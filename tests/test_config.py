@@ -51,7 +51,7 @@ def test_method_list_with_labels_and_shortcuts():
 
 def test_experiment_compare_lists_all_methods():
     specs = method_specs(compose_cfg("experiment=compare"), CONF_DIR)
-    assert list(specs) == ["ar", "hf_assisted", "linear", "tree"]
+    assert list(specs) == ["ar", "hf_greedy", "hf_assisted", "linear", "tree"]
 
 
 @pytest.mark.parametrize("overrides", [["methods=[nope]"], ["depth=0"], ["branch=0"], ["threshold=-0.1"],

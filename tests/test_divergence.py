@@ -17,6 +17,13 @@ from tests.conftest import random_prompts
 ENV = {"device_name": "cpu", "torch_threads": 1}
 
 
+def printed(summary: list[dict], dtype: str) -> str:
+    """The run's printed summary for these method summaries (a minimal payload around them)."""
+    payload = {"summary": summary, "model": {"name": "tiny", "dtype": dtype}, "environment": ENV, "prompts": [],
+               "config": {"dataset": {"name": "builtin"}, "repeats": 1, "max_new_tokens": 12}}
+    return summary_table(payload)
+
+
 class FlipAt:
     """A planted divergence: AR's tokens with the token at `index` replaced by `token`."""
 
@@ -103,7 +110,7 @@ def test_a_flip_at_an_exact_tie_counts_as_tie(monkeypatch):
     assert flip["first_divergence"] == {"diverged": 1, "compared": 1, "min_index": 3, "median_index": 3.0}
     assert flip["divergence_at_tie"] == {"count": 1, "fraction": 1.0}
     assert flip["divergence_not_at_tie"] == []
-    table = summary_table(summary, {"name": "tiny", "dtype": "float32"}, ENV)
+    table = printed(summary, "float32")
     assert "WARNING" not in table and "NOT-AT-TIE" not in table
 
 
@@ -115,7 +122,7 @@ def test_a_planted_bug_is_flagged_loudly(pair64, monkeypatch, interleave):
     assert flip["first_divergence"]["diverged"] == 2 and flip["divergence_at_tie"]["count"] == 0
     assert [(d["prompt"], d["index"]) for d in flip["divergence_not_at_tie"]] == [(0, 5), (1, 5)]
     assert all(d["margin"] > 1e-6 for d in flip["divergence_not_at_tie"])
-    table = summary_table(summary, {"name": "tiny", "dtype": "float64"}, ENV)
+    table = printed(summary, "float64")
     assert "NOT-AT-TIE" in table
     warnings = [line for line in table.splitlines() if line.startswith("WARNING:")]
     assert len(warnings) == 2 and "flip" in warnings[0] and "prompt 0" in warnings[0] and "token 5" in warnings[0]
