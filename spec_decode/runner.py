@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from spec_decode import results
+from spec_decode import results, static
 from spec_decode.bench import Protocol, run_methods
 from spec_decode.data import load_prompts
 from spec_decode.decoders import validate_method
@@ -27,7 +27,7 @@ class ConfigError(ValueError):
 def run(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Path:
     """Execute the run `cfg` describes (or skip it when its result is complete); return the result path."""
     methods = method_specs(cfg, conf_dir)
-    protocol = protocol_from(cfg)
+    protocol = protocol_from(cfg, methods)
     out = Path(cfg.results_dir).absolute() / results.RESULT_FILE
     if results.is_complete(out):
         log.info("complete result exists, skipping: %s", out)
@@ -95,14 +95,18 @@ def _method_entry(cfg: DictConfig, entry, conf_dir: Path) -> tuple[str, str, dic
     return label, name, merged
 
 
-def protocol_from(cfg: DictConfig) -> Protocol:
-    """The measurement protocol, checked."""
+def protocol_from(cfg: DictConfig, methods: dict[str, tuple[str, dict]] | None = None) -> Protocol:
+    """The measurement protocol, checked (static_cache / compile against the device and `methods` too)."""
     checks = {"max_new_tokens": 1, "num_prompts": 1, "repeats": 1, "warmup": 0}
     for key, least in checks.items():
         if cfg[key] < least:
             raise ConfigError(f"{key} must be >= {least}, got {cfg[key]}")
+    try:
+        static.validate(cfg.static_cache, cfg.compile, cfg.model.get("device", "cpu"), methods)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     return Protocol(cfg.max_new_tokens, cfg.warmup, cfg.repeats, cfg.seed, cfg.profile, cfg.trace_rounds,
-                    cfg.interleave)
+                    cfg.interleave, cfg.static_cache, cfg.compile)
 
 
 def _dataset_cfg(dataset: DictConfig) -> dict:

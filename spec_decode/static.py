@@ -14,6 +14,7 @@ from transformers import PreTrainedModel
 from spec_decode import kv
 
 COMPILE_OPTIONS = {"mode": "reduce-overhead", "fullgraph": False, "dynamic": False}
+RECOMPILE_LIMIT = 64  # graphs per code object: target and draft share transformers' forward code; 2 sizes each
 
 
 def validate(static_cache, compile, device: str = "cpu", methods: dict[str, tuple[str, dict]] | None = None) -> None:
@@ -73,9 +74,8 @@ def rows_for(q: int, sizes: tuple[int, ...]) -> int:
 
 
 def pad(values: torch.Tensor, rows: int) -> torch.Tensor:
-    """`values` extended to `rows` entries by repeating its last one (padding rows are masked)."""
-    extra = rows - values.numel()
-    return values if extra == 0 else torch.cat([values, values[-1:].expand(extra)])
+    """A new tensor: `values` extended to `rows` entries by repeating its last one (padding rows are masked)."""
+    return torch.cat([values, values[-1:].expand(rows - values.numel())])
 
 
 def capacity(tokens: int) -> int:
@@ -93,4 +93,5 @@ def cache_for(cache: kv.StaticKVCache | None, model: PreTrainedModel, tokens: in
 
 def compile_model(model: PreTrainedModel):
     """`model` compiled for CUDA-graph replay of its fixed-shape feeds."""
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
     return torch.compile(model, **COMPILE_OPTIONS)
