@@ -25,9 +25,9 @@ def validate(static_cache, compile, device: str = "cpu", methods: dict[str, tupl
     if compile and not _is_cuda(device):
         raise ValueError("compile=true needs a CUDA device; static_cache=true alone works on CPU")
     if static_cache or compile:
-        for label, (_, params) in (methods or {}).items():
+        for method, (_, params) in (methods or {}).items():
             if params.get("cache_size") is not None:
-                raise ValueError(f"method {label!r}: static_cache/compile do not support the streaming methods "
+                raise ValueError(f"method {method!r}: static_cache/compile do not support the streaming methods "
                                  "(their sink cache evicts slots); run them with static_cache=false")
 
 
@@ -38,16 +38,18 @@ def _is_cuda(device: str) -> bool:
 
 
 def configure(decoder, static_cache: bool, compile: bool) -> None:
-    """Set the flags on one of our decoders; HF decoders manage their own cache and are left as they are."""
+    """Set the flags on one of our decoders (ValueError where they cannot work); HF decoders are left as they are."""
     if not applies(decoder):
         return
     decoder.static_cache = static_cache or compile
     decoder.compile = compile
+    if decoder.static_cache:
+        check(decoder)
 
 
 def applies(decoder) -> bool:
-    """Whether static_cache / compile mean anything for this decoder (ours, not streaming)."""
-    return hasattr(decoder, "_feed_static") and decoder.cache_size is None
+    """Whether static_cache / compile mean anything for this decoder (ours; transformers' manage their own cache)."""
+    return hasattr(decoder, "_feed_static")
 
 
 def label(decoder) -> bool | str:

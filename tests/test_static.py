@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from spec_decode import kv, static
-from spec_decode.bench import Protocol, record, run_method
+from spec_decode.bench import Measurement, Protocol, record, run_method
 from spec_decode.data import Prompt
 from spec_decode.decoders import build_decoder
 from spec_decode.decoders.base import forward
@@ -156,8 +156,7 @@ def test_flags_leave_params_unchanged_and_are_recorded(pair):
     assert [s["tokens"] for s in fixed["samples"]] == [s["tokens"] for s in plain["samples"]]
     hf = build_decoder("hf_assisted", pair.target, pair.draft)
     static.configure(hf, static_cache=True, compile=False)
-    assert record(type("M", (), {"name": "hf_assisted", "decoder": hf, "samples": [], "calibration": None}),
-                  {})["static_cache"] == "not applicable"
+    assert record(Measurement("hf_assisted", hf), {})["static_cache"] == "not applicable"
 
 
 def test_validate_refuses_bad_flags():
@@ -184,6 +183,8 @@ def test_decoder_refuses_compile_off_cuda_and_streaming(pair):
     with pytest.raises(ValueError, match="needs a CUDA device"):
         decoder.generate([1, 2], 4)
     streaming = build_decoder("streaming_ar", pair.target, cache_size=64)
+    with pytest.raises(ValueError, match="streaming"):
+        static.configure(streaming, static_cache=True, compile=False)
     streaming.static_cache = True
     with pytest.raises(ValueError, match="streaming"):
         streaming.generate([1, 2], 4)
