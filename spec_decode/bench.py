@@ -11,7 +11,7 @@ import psutil
 import torch
 from tqdm.auto import tqdm
 
-from spec_decode import costmodel, metrics
+from spec_decode import costmodel, metrics, static
 from spec_decode.data import Prompt
 from spec_decode.decoders import Decoder, build_decoder
 from spec_decode.models import ModelPair
@@ -30,6 +30,8 @@ class Protocol:
     profile: bool = False
     trace_rounds: int = 0
     interleave: bool = False
+    static_cache: bool = False
+    compile: bool = False
 
 
 @dataclass
@@ -125,6 +127,7 @@ def prepare(pair: ModelPair, name: str, params: dict, prompts: list[Prompt], pro
     decoder = build_decoder(name, pair.target, pair.draft, **params)
     decoder.profile = protocol.profile
     decoder.trace_rounds = protocol.trace_rounds
+    static.configure(decoder, protocol.static_cache, protocol.compile)
     return Measurement(name, decoder, calibration)
 
 
@@ -145,7 +148,8 @@ def measure(m: Measurement, pair: ModelPair, prompt_index: int, repeat: int, pro
 
 def record(m: Measurement, memory: dict) -> dict:
     """The run record of a measured method: knobs used, raw samples, memory, calibration check."""
-    run = {"method": m.name, "params": m.decoder.params(), "samples": m.samples, "memory": memory}
+    run = {"method": m.name, "params": m.decoder.params(), "samples": m.samples, "memory": memory,
+           "static_cache": static.label(m.decoder)}
     if m.calibration:
         measured = sum(s["new_tokens"] - 1 for s in m.samples) / sum(s["seconds"] - s["ttft_s"] for s in m.samples)
         m.calibration["measured_decode_tokens_per_s"] = measured

@@ -47,12 +47,13 @@ KNOBS: dict[str, Knob] = {
     "max_nodes": Knob(int, 1), "cache_size": Knob(int, 1),
     "max_new_tokens": Knob(int, 1), "num_prompts": Knob(int, 1), "repeats": Knob(int, 1), "warmup": Knob(int, 0),
     "seed": Knob(int, 0), "threads": Knob(int, 1, nullable=True), "trace_rounds": Knob(int, 0),
-    "profile": Knob(bool), "interleave": Knob(bool), "overwrite": Knob(bool),
+    "profile": Knob(bool), "interleave": Knob(bool), "overwrite": Knob(bool), "static_cache": Knob(bool),
+    "compile": Knob(bool),
     "dataset.min_tokens": Knob(int, 1), "dataset.max_tokens": Knob(int, 1),
 }
 # Checked where present (added by other parts of the harness, or optional in a group's file).
 OPTIONAL: dict[str, Knob] = {
-    "static_cache": Knob(bool), "compile": Knob(bool), "model.trust_remote_code": Knob(bool),
+    "model.trust_remote_code": Knob(bool),
 }
 # Method knobs that share a top-level knob's rules, checked in every method entry that sets them.
 METHOD_KNOBS = ("k", "depth", "branch", "threshold", "max_nodes", "cache_size")

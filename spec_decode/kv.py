@@ -2,13 +2,15 @@
 
 Every operation takes absolute sequence positions. A plain `DynamicCache` holds position i in slot i.
 A `SinkCache` (StreamingLLM) holds the first `sink` positions and a contiguous recent run; slot = position
-for the sink and position - `evicted` after it.
+for the sink and position - `evicted` after it. A `StaticKVCache` is pre-allocated (slot = position); only
+its host-side `length` moves, and the slots past it are masked out.
 """
 
 from __future__ import annotations
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import Cache, StaticLayer
 
 
 class SinkCache(DynamicCache):
@@ -45,6 +47,48 @@ class SinkCache(DynamicCache):
         return (positions < self.sink) | (positions[None, :] > query_positions[:, None] - self.window)
 
 
+class _SlotLayer(StaticLayer):
+    """A pre-allocated layer that writes at the slots from its cache's shared `start` tensor on (never advances it)."""
+
+    def __init__(self, max_cache_len: int, start: torch.Tensor):
+        super().__init__(max_cache_len)
+        self.start = start
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        slots = torch.arange(key_states.shape[-2], device=self.device) + self.start
+        self.keys.index_copy_(2, slots, key_states)
+        self.values.index_copy_(2, slots, value_states)
+        return self.keys, self.values
+
+
+class StaticKVCache(Cache):
+    """`capacity` pre-allocated slots per layer, of which the first `length` (a host int) are valid.
+
+    A forward writes its tokens at slots `length, length + 1, ...` (read from the device tensor `start`, so a
+    captured CUDA graph sees the current value); the caller then moves `length` (`set_length`). Rolling back
+    only moves `length`: the stale slots are never attended (see `attention_mask`) and get overwritten.
+    """
+
+    def __init__(self, config, capacity: int, device: torch.device | str):
+        self.start = torch.zeros((), dtype=torch.long, device=device)
+        torch._dynamo.mark_static_address(self.start)
+        layers = config.get_text_config(decoder=True).num_hidden_layers
+        super().__init__(layers=[_SlotLayer(capacity, self.start) for _ in range(layers)])
+        self.capacity, self.length = capacity, 0
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.length
+
+    def set_length(self, length: int) -> None:
+        """Make the first `length` slots the valid ones; the next write starts there."""
+        if not 0 <= length <= self.capacity:
+            raise ValueError(f"static cache length {length} outside [0, {self.capacity}]")
+        self.length = length
+        self.start.fill_(length)
+
+
 def new_cache(sink: int | None = None, window: int | None = None) -> DynamicCache:
     """An empty transformers cache; a `SinkCache` when a sink and window are given."""
     return DynamicCache() if window is None else SinkCache(sink, window)
@@ -68,6 +112,10 @@ def evicted(cache: DynamicCache) -> int:
 def rollback(cache: DynamicCache, position: int) -> None:
     """Drop every slot holding a position >= `position`."""
     length = position - evicted(cache)
+    if isinstance(cache, StaticKVCache):
+        if length < cache.length:
+            cache.set_length(length)
+        return
     for layer in cache.layers:
         if layer.keys is not None and layer.keys.shape[-2] > length:
             layer.keys = layer.keys[..., :length, :]
@@ -91,12 +139,15 @@ def keep_path(cache: DynamicCache, position: int, offsets: torch.Tensor) -> None
 
 
 def attention_mask(cache: DynamicCache, query_positions: torch.Tensor, block: torch.Tensor,
-                   dtype: torch.dtype) -> torch.Tensor:
+                   dtype: torch.dtype, rows: int | None = None) -> torch.Tensor:
     """Additive 4D mask `(1, 1, q, slots + q)` for feeding q tokens at `query_positions`.
 
     `block` (bool, q x b) says which of the last b columns (the newest cached slots, then the queries) each
     query sees; every earlier slot is seen, or, in a `SinkCache`, only those inside the query's window.
+    A `StaticKVCache` gets `static_mask` instead (`rows` >= q: the fed block with its padding rows).
     """
+    if isinstance(cache, StaticKVCache):
+        return static_mask(cache, block, rows or block.shape[0], dtype)
     q, b = block.shape
     earlier = cache_length(cache) + q - b
     if isinstance(cache, SinkCache):
@@ -104,6 +155,21 @@ def attention_mask(cache: DynamicCache, query_positions: torch.Tensor, block: to
     else:
         seen = torch.ones(q, earlier, dtype=torch.bool, device=block.device)
     return additive_mask(torch.cat([seen, block], dim=1), dtype)
+
+
+def static_mask(cache: StaticKVCache, block: torch.Tensor, rows: int, dtype: torch.dtype) -> torch.Tensor:
+    """Additive `(1, 1, rows, capacity)` mask for q = `block.shape[0]` real queries then `rows - q` padding rows.
+
+    Real queries see the valid slots and `block` over the newest ones, as in `attention_mask`; every slot past
+    the valid length + q is blocked. Padding rows see slot 0 only (finite garbage, never read).
+    """
+    q, b = block.shape
+    end = cache.length + q
+    visible = torch.zeros(rows, cache.capacity, dtype=torch.bool, device=block.device)
+    visible[:q, : end - b] = True
+    visible[:q, end - b : end] = block
+    visible[q:, 0] = True
+    return additive_mask(visible, dtype)
 
 
 def additive_mask(visible: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

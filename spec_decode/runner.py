@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from spec_decode import decoders, results
+from spec_decode import decoders, results, static
 from spec_decode.bench import Protocol, run_methods
 from spec_decode.config import ConfigError, check_config, check_knob, check_method_knobs
 from spec_decode.data import DatasetError, load_prompts, read_lines
@@ -40,7 +40,7 @@ def run(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Path:
     check_config(cfg)
     methods = method_specs(cfg, conf_dir)
     check_attention(cfg.model, [name for name, _ in methods.values()])
-    protocol = protocol_from(cfg)
+    protocol = protocol_from(cfg, methods)
     requested = OmegaConf.to_container(cfg, resolve=True)
     out = Path(cfg.results_dir).absolute() / results.RESULT_FILE
     if reusable(out, requested, cfg.overwrite):
@@ -165,12 +165,16 @@ def _method_entry(cfg: DictConfig, entry, conf_dir: Path) -> tuple[str, str, dic
     return label, name, merged
 
 
-def protocol_from(cfg: DictConfig) -> Protocol:
-    """The measurement protocol (its knobs checked)."""
+def protocol_from(cfg: DictConfig, methods: dict[str, tuple[str, dict]] | None = None) -> Protocol:
+    """The measurement protocol, its knobs checked (static_cache / compile against the device and `methods` too)."""
     for key in ("max_new_tokens", "num_prompts", "repeats", "warmup", "seed", "profile", "trace_rounds", "interleave"):
         check_knob(key, cfg[key])
+    try:
+        static.validate(cfg.static_cache, cfg.compile, cfg.model.get("device", "cpu"), methods)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     return Protocol(cfg.max_new_tokens, cfg.warmup, cfg.repeats, cfg.seed, cfg.profile, cfg.trace_rounds,
-                    cfg.interleave)
+                    cfg.interleave, cfg.static_cache, cfg.compile)
 
 
 def _dataset_cfg(dataset: DictConfig) -> dict:

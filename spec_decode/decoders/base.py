@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
-from spec_decode import kv
+from spec_decode import kv, static
 
 
 @dataclass
@@ -97,6 +97,8 @@ class Decoder:
 
     name = "decoder"
     profile = False  # when True, time every model forward (per round, target and draft) without changing tokens
+    static_cache = False  # pre-allocated caches, feeds padded to fixed sizes (spec_decode/static.py); same tokens
+    compile = False  # CUDA: the fixed-size feeds run through torch.compile (CUDA graphs); implies static_cache
 
     def __init__(self, target: PreTrainedModel, cache_size: int | None = None, sink: int = 4):
         self.target = target
@@ -104,6 +106,7 @@ class Decoder:
         self.clock = Clock(self.device)
         self.cache_size, self.sink = cache_size, sink
         self._forward_s = {"target": 0.0, "draft": 0.0}
+        self._static, self._static_caches, self._compiled = False, {}, None
 
     @property
     def lookahead(self) -> int:
@@ -158,12 +161,29 @@ class Decoder:
 
     def _begin(self, prompt: torch.Tensor, max_new_tokens: int) -> None:
         """Reset per-generation state: a fresh target cache and the committed-token buffer."""
-        self.target_cache = self._new_cache()
+        self._static = self.static_cache or self.compile
+        if self._static:
+            self._begin_static(prompt.numel() + max_new_tokens)
+        self.target_cache = self._new_cache(self.target)
         self.committed = torch.empty(prompt.numel() + max_new_tokens + 1, dtype=torch.long, device=self.device)
         self.committed[: prompt.numel()] = prompt
         self.length = prompt.numel()
 
-    def _new_cache(self):
+    def _begin_static(self, tokens: int) -> None:
+        """Static mode: the block sizes, the cache size (`tokens` + a round + its padding), compiled models."""
+        static.check(self)
+        self._blocks = static.block_sizes(self.lookahead)
+        self._slots = tokens + self.lookahead + self._blocks[-1]
+        if self.compile and self._compiled is None:
+            models = (self.target, getattr(self, "draft", None))
+            self._compiled = {m: static.compile_model(m) for m in models if m is not None}
+
+    def _new_cache(self, model: PreTrainedModel | None = None):
+        """An empty cache for `model`: static (reused across generations) or dynamic, a sink cache when streaming."""
+        if self._static:
+            role = "target" if model is self.target else "draft"
+            self._static_caches[role] = static.cache_for(self._static_caches.get(role), model, self._slots)
+            return self._static_caches[role]
         return kv.new_cache(self.sink, self.window) if self.cache_size is not None else kv.new_cache()
 
     def _evict(self) -> None:
@@ -180,6 +200,8 @@ class Decoder:
               positions: torch.Tensor | None = None, block: torch.Tensor | None = None,
               last_only: bool = False) -> torch.Tensor:
         """Feed `ids` at `positions` (default start, start+1, ...) seeing `block` (default causal) of the newest."""
+        if self._static:
+            return self._feed_static(model, cache, ids, start, positions, block, last_only)
         if block is None and self.cache_size is None:
             return self._forward(model, ids, cache, None, None, last_only)
         q = ids.numel()
@@ -190,13 +212,37 @@ class Decoder:
         mask = kv.attention_mask(cache, positions, block, model.dtype)
         return self._forward(model, ids, cache, positions, mask, last_only)
 
+    def _feed_static(self, model: PreTrainedModel, cache: kv.StaticKVCache, ids: torch.Tensor, start: int,
+                     positions: torch.Tensor | None, block: torch.Tensor | None, last_only: bool) -> torch.Tensor:
+        """`_feed` into a static cache: padded to a block size (compiled) unless it is the prompt; real rows out."""
+        q = ids.numel()
+        if positions is None:
+            positions = torch.arange(start, start + q, device=self.device)
+        if block is None:
+            block = torch.ones(q, q, dtype=torch.bool, device=self.device).tril_()
+        rows = static.rows_for(q, self._blocks) if cache.length else q  # the prompt: eager, unpadded
+        compiled = self._compiled is not None and rows in self._blocks and cache.length > 0
+        keep_last = last_only and rows == q and not compiled  # compiled graphs always keep every row
+        mask = kv.attention_mask(cache, positions, block, model.dtype, rows)
+        logits = self._forward(model, static.pad(ids, rows), cache, static.pad(positions, rows), mask, keep_last,
+                               compiled)
+        cache.set_length(cache.length + q)
+        if not keep_last:
+            logits = logits[q - 1 : q] if last_only else logits[:q]
+        return logits.clone() if compiled else logits
+
     def _forward(self, model: PreTrainedModel, ids: torch.Tensor, cache: DynamicCache,
-                 positions: torch.Tensor | None, mask: torch.Tensor | None, last_only: bool) -> torch.Tensor:
-        """One model forward, timed per model when profiling."""
+                 positions: torch.Tensor | None, mask: torch.Tensor | None, last_only: bool,
+                 compiled: bool = False) -> torch.Tensor:
+        """One model forward (its compiled version when `compiled`), timed per model when profiling."""
+        run = model
+        if compiled:
+            torch.compiler.cudagraph_mark_step_begin()  # the previous replay's outputs are no longer read
+            run = self._compiled[model]
         if not self.profile:
-            return forward(model, ids, cache, positions, mask, last_only)
+            return forward(run, ids, cache, positions, mask, last_only)
         begin = self.clock.now()
-        logits = forward(model, ids, cache, positions, mask, last_only)
+        logits = forward(run, ids, cache, positions, mask, last_only)
         self._forward_s["target" if model is self.target else "draft"] += self.clock.now() - begin
         return logits
 

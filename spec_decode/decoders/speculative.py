@@ -21,7 +21,7 @@ class SpeculativeDecoder(Decoder):
 
     def _begin(self, prompt: torch.Tensor, max_new_tokens: int) -> None:
         super()._begin(prompt, max_new_tokens)
-        self.draft_cache = self._new_cache()
+        self.draft_cache = self._new_cache(self.draft)
 
     def _evict(self) -> None:
         """Both caches drop what no later query can see (the draft's next query may lag the target's)."""
