@@ -6,7 +6,7 @@ import torch
 from transformers import PreTrainedModel
 
 from spec_decode import kv
-from spec_decode.decoders.base import Decoder, GenerationStats
+from spec_decode.decoders.base import Decoder, GenerationStats, finite
 
 
 class SpeculativeDecoder(Decoder):
@@ -30,8 +30,56 @@ class SpeculativeDecoder(Decoder):
             self.draft_cache.evict_before(kv.next_position(self.draft_cache))
 
     def _draft_catch_up(self, stats: GenerationStats) -> torch.Tensor:
-        """Feed the draft the committed tokens its cache lacks; return its logits after the last one."""
+        """Feed the draft the committed tokens its cache lacks; return its logits after the last one.
+
+        Starts the round's draft-finite flag (`draft_ok`, read with the round's accepted count).
+        """
         start = kv.next_position(self.draft_cache)
         logits = self._feed_chunked(self.draft, self.draft_cache, self.committed[start : self.length], start)
         stats.draft_forwards += 1
+        self.draft_ok = finite(logits)
         return logits
+
+    def _draft_feed(self, ids: torch.Tensor, start: int, stats: GenerationStats, positions: torch.Tensor | None = None,
+                    block: torch.Tensor | None = None) -> torch.Tensor:
+        """One draft forward within a round; its logits join the round's draft-finite flag."""
+        logits = self._feed(self.draft, self.draft_cache, ids, start, positions, block)
+        stats.draft_forwards += 1
+        self.draft_ok = self.draft_ok & finite(logits)
+        return logits
+
+
+class Peek:
+    """Early-stop flags read on the host only once they are there: never blocks on the device.
+
+    `post` copies a bool scalar into a host mirror (pinned memory, `non_blocking`) and records a CUDA event;
+    `first_true` reads only the flags whose events have completed. On CUDA the loop so runs one or two levels
+    past a stop it has not seen yet (those levels grow dead nodes only); on CPU every flag is there at once.
+    """
+
+    def __init__(self, device: torch.device, size: int):
+        self.cuda = device.type == "cuda"
+        self.host = torch.zeros(max(size, 1), dtype=torch.bool, pin_memory=self.cuda)
+        self.host._host_mirror = True  # marks the reads tests/test_syncs.py counts as peeks, not syncs
+        self.events: list = []
+        self.ready = 0
+
+    def post(self, flag: torch.Tensor) -> None:
+        self.host[len(self.events) : len(self.events) + 1].copy_(flag.reshape(1), non_blocking=True)
+        event = None
+        if self.cuda:
+            event = torch.cuda.Event()
+            event.record()
+        self.events.append(event)
+
+    def first_true(self) -> int | None:
+        """Index of the first posted flag already on the host and True, else None."""
+        while self.ready < len(self.events) and (self.events[self.ready] is None or self.events[self.ready].query()):
+            self.ready += 1
+        seen = self.host.tolist()[: self.ready]
+        return seen.index(True) if True in seen else None
+
+    @property
+    def all_seen(self) -> bool:
+        """Whether every posted flag has been read."""
+        return self.ready == len(self.events)
