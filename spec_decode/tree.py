@@ -99,13 +99,16 @@ class TokenTree:
         cand_parents = cand_parents.reshape(-1)
         grown = self.live[cand_parents] if allow is None else self.live[cand_parents] & allow
         cand_logp = self.log_path_prob[cand_parents] + top_p.log()
-        room = self.capacity + 1 - self.live[: self.size].sum()
         passing = grown & (top_p >= threshold)
-        order = torch.sort(torch.where(passing, cand_logp, -torch.inf), descending=True, stable=True).indices
-        rank = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=order.device))
-        keep = passing & (rank < room)
+        keep, room = passing, self.capacity + 1 - self.live[: self.size].sum()
+        if self.capacity + 1 - self.size < top_p.numel():  # the node cap may bind (slots used bound live nodes)
+            order = torch.sort(torch.where(passing, cand_logp, -torch.inf), descending=True, stable=True).indices
+            rank = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=order.device))
+            keep = passing & (rank < room)
         if self.pruned is not None:
             self._pruned_slots.append((cand_parents, top_tokens, top_p, grown & (room > 0) & ~keep))
+        if width == top_p.numel():
+            return self._append(top_tokens, cand_parents, top_p, cand_logp, keep)
         pick = torch.sort(torch.where(keep, 0, 1), stable=True).indices[:width]  # kept first, in candidate order
         return self._append(top_tokens[pick], cand_parents[pick], top_p[pick], cand_logp[pick], keep[pick])
 

@@ -140,3 +140,17 @@ def test_lookup_first_skips_draft_levels_when_text_repeats(pair64):
     first = build_decoder("tree", pair64.target, pair64.draft, lookup_first=True, **knobs).generate(prompt, 60)
     assert first.tokens == plain.tokens == ar_tokens(pair64, prompt, 60)
     assert first.stats.draft_forwards < plain.stats.draft_forwards
+
+
+@pytest.mark.parametrize("params", [{"depth": 6, "branch": 3, "threshold": 0.1, "max_nodes": 20},
+                                    {"depth": 4, "branch": 2, "threshold": 0.2, "max_nodes": 8, "lookup": 6}], ids=str)
+def test_target_verifies_live_nodes_only(pair64, params):
+    """Dead (pruned) slots are fed to the draft with their level, never to the target."""
+    fed: list[int] = []
+    hook = pair64.target.register_forward_hook(
+        lambda module, args, kwargs, out: fed.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
+    try:
+        out = build_decoder("tree", pair64.target, pair64.draft, **params).generate(random_prompts(1, seed=2)[0], 40)
+    finally:
+        hook.remove()
+    assert fed[1:] == [n + 1 for n in out.stats.tree_nodes_per_round]

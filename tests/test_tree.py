@@ -148,3 +148,33 @@ def test_graft_new_branch_from_root_and_respects_room():
     level = tree.graft(torch.tensor([6, 7, 8, 9]))
     assert level.size == 2 and tree.compact() == 5 and tree.parents[3:5].tolist() == [0, 3]
     assert tree.graft(torch.tensor([5])).size == 0
+
+
+def test_graft_keeps_only_the_first_count_tokens_live():
+    tree = example_tree()  # root 9; 1 -> (3, 4); 2 -> 5
+    level = tree.graft(torch.tensor([2, 5, 7, 8, 4]), count=torch.tensor(3))
+    assert level.size == 5 and tree.live[level.start : level.end].tolist() == [False, False, True, False, False]
+    assert tree.compact() == 7 and tree.parents[6] == 5 and tree.depth[6] == 3
+
+
+def test_ngram_continuation_pads_and_counts():
+    from spec_decode.lookup import ngram_continuation
+
+    tokens, count = ngram_continuation(torch.tensor([1, 2, 3, 9, 1, 2, 4, 5, 1, 2]), max_ngram=3, length=4)
+    assert int(count) == 4 and tokens.tolist() == [4, 5, 1, 2]  # latest earlier "1 2" is followed by 4 5 1 2
+    tokens, count = ngram_continuation(torch.tensor([7, 8, 9, 7, 8]), max_ngram=2, length=5)
+    assert int(count) == 3 and tokens[:3].tolist() == [9, 7, 8]
+    _, count = ngram_continuation(torch.tensor([1, 2, 3]), max_ngram=3, length=4)
+    assert int(count) == 0
+    _, count = ngram_continuation(torch.tensor([5]), max_ngram=3, length=2)
+    assert int(count) == 0
+
+
+def test_cap_keeps_the_highest_path_probabilities_in_bfs_order():
+    tree = TokenTree(capacity=3, slots=sum(level_slots(2, 2, 3)))
+    level = tree.reset(torch.tensor(0))
+    level = tree.grow(level, logits_for([{1: 0.5, 2: 0.4}]), branch=2, threshold=0.0)
+    # path probabilities: 0.5*0.3 (3), 0.5*0.25 (4), 0.4*0.45 (5), 0.4*0.1 (6); one node of room left
+    tree.grow(level, logits_for([{3: 0.3, 4: 0.25}, {5: 0.45, 6: 0.1}]), branch=2, threshold=0.0)
+    assert tree.compact() == 4
+    assert tree.tokens[:4].tolist() == [0, 1, 2, 5] and tree.parents[1:4].tolist() == [0, 0, 2]
