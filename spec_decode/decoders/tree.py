@@ -23,6 +23,10 @@ class TreeDecoder(SpeculativeDecoder):
     occurrence of the context's last n-gram (n <= `ngram`), verified in the same target forward; with
     `lookup_first`, a round whose chain starts with the draft's top choice grows no deeper draft levels
     (the text is repeating itself: the chain is likelier than the draft and costs no draft forwards).
+
+    A round reads the device twice: the live tree's size before verification (dead, pruned slots are fed to the
+    draft with their level but never verified) and the accepted count with the emitted tokens. Streaming: the
+    target's cache stays within `cache_size`; the draft's may hold a round's dead slots on top until the round ends.
     """
 
     name = "tree"
