@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from spec_decode.decoders import build_decoder
+from spec_decode.decoders.speculative import Peek
 from spec_decode.models import tiny_pair
 from tests.conftest import random_prompts
 from tests.synccount import SyncCounter
@@ -76,3 +77,21 @@ def test_cuda_sync_budget(method, params):
                 torch.cuda.set_sync_debug_mode("default")
         syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
         assert len(syncs) - 2 <= BUDGET * len(out.stats.emitted_per_round), syncs[:5]
+
+
+@pytest.mark.parametrize(("method", "params"), [c for c in CONFIGS if c[0] != "ar"] + [
+    ("tree", {"depth": 6, "branch": 2, "threshold": 0.3, "max_nodes": 8, "lookup": 16, "ngram": 2,
+              "lookup_first": True})], ids=str)
+def test_stops_seen_late_change_nothing_but_draft_forwards(pair64, monkeypatch, method, params):
+    """As on a busy GPU where no early-stop flag reaches the host in time: same tokens, same trees, same counts."""
+    prompt = repeating_prompts()[1]
+    on_time = build_decoder(method, pair64.target, pair64.draft, **params).generate(prompt, 40)
+    monkeypatch.setattr(Peek, "first_true", lambda self: None)
+    monkeypatch.setattr(Peek, "all_seen", property(lambda self: False))
+    with SyncCounter() as counter:
+        late = build_decoder(method, pair64.target, pair64.draft, **params).generate(prompt, 40)
+    assert late.tokens == on_time.tokens
+    for key in ("emitted_per_round", "drafted_per_round", "accepted_per_round", "tree_nodes_per_round"):
+        assert getattr(late.stats, key) == getattr(on_time.stats, key), key
+    assert late.stats.draft_forwards >= on_time.stats.draft_forwards
+    assert counter.total - 1 <= BUDGET * late.stats.rounds

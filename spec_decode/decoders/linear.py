@@ -81,10 +81,11 @@ class LinearDecoder(SpeculativeDecoder):
                 if first is not None:
                     return torch.stack(drafts[: first + 1])
             logits = self._draft_feed(drafts[-1][None], self.length + i, stats)[-1]
-        if peek is None or peek.all_seen:
+        if not doubts or peek.all_seen:
             return torch.stack(drafts)
-        doubt = torch.stack(doubts)
-        return torch.stack(drafts[: int(torch.where(doubt.any(), doubt.long().argmax(), len(drafts) - 1)) + 1])
+        doubt = torch.stack(doubts)  # one flag per draft token but the last
+        last = torch.where(doubt.any(), doubt.long().argmax(), len(drafts) - 1)
+        return torch.stack(drafts[: int(last) + 1])  # a host read, only where a flag had not reached the host
 
     def _unsure(self, logits: torch.Tensor) -> torch.Tensor:
         """Bool scalar: the draft's probability of its own choice fell below `confidence` (stop drafting)."""

@@ -89,12 +89,9 @@ class TreeDecoder(SpeculativeDecoder):
         target_next, target_ok = self._verify(stats)
         path, accepted, bonus = tree.accept(target_next)
         emitted = torch.cat([tree.tokens[path[1:]], bonus[None]]).scatter_(0, accepted[None], bonus[None])
-        on_path = torch.arange(n, device=self.device) <= accepted
-        in_draft = ((tree.slot[path] <= fed) & on_path).sum()  # the path's nodes the draft cache holds
+        in_draft = ((tree.slot[path] <= fed) & (torch.arange(n, device=self.device) <= accepted)).sum()
         levels = max(depth, self.lookup) + 1
-        per_depth = torch.zeros(levels, dtype=torch.long, device=self.device)
-        per_depth.scatter_add_(0, tree.depth[1:n], torch.ones_like(tree.depth[1:n]))
-        values = torch.cat([accepted[None], in_draft[None], per_depth.cumsum(0), emitted])
+        values = torch.cat([accepted[None], in_draft[None], self._drafted_upto(levels), emitted])
         checks = {"target": target_ok, "draft": self.draft_ok}
         accepted, in_draft, *rest = self._read(values, checks, stats.rounds + 1)  # host read 2
         drafted_upto, tokens = rest[:levels], rest[levels : levels + accepted + 1]
@@ -102,9 +99,15 @@ class TreeDecoder(SpeculativeDecoder):
             stats.trace.append(tree.snapshot() | {"target_next": target_next[:n].tolist(),
                                                   "accepted": path[: accepted + 1].tolist(), "bonus": tokens[-1]})
         kv.keep_path(self.target_cache, root, path[: accepted + 1])
-        kv.keep_path(self.draft_cache, root, tree.slot[path[:in_draft]])
+        kv.keep_path(self.draft_cache, root, tree.slot[path[:in_draft]])  # the path's nodes the draft holds
         self._commit(emitted[: accepted + 1])
         return Round(tokens, drafted=n - 1, accepted=accepted, nodes=n - 1, drafted_upto=drafted_upto)
+
+    def _drafted_upto(self, levels: int) -> torch.Tensor:
+        """Nodes (root excluded) at depth <= d, for d < `levels`, of the compacted tree: counts a round cut by EOS."""
+        depth = self.tree.depth[1 : self.tree.size]
+        per_depth = torch.zeros(levels, dtype=torch.long, device=self.device)
+        return per_depth.scatter_add_(0, depth, torch.ones_like(depth)).cumsum(0)
 
     def _grow(self, depth: int, stats: GenerationStats, chain: tuple[torch.Tensor, torch.Tensor] | None = None) -> int:
         """Grow the tree level by level; return the last slot fed to the draft (0: none).
