@@ -7,10 +7,11 @@ committed token, not yet seen by the target); node j > 0 sits at sequence positi
 tree attention pattern: a node attends to the prefix, its ancestors and itself.
 
 Growth needs no host sync: every level takes a fixed number of slots (the most nodes it could keep, known
-from the shape alone), and candidates that pruning drops stay in their slots as dead nodes (`live` False).
-Dead slots are fed to the draft with their level (nearly free) but never verified: `compact` moves the live
-nodes to the front, in BFS order, with the tree's one host read (its live size); `slot` then maps each node
-back to the slot the draft cache holds it in.
+from the shape alone), its live nodes first; candidates that pruning drops stay in their slots as dead nodes
+(`live` False). Where the level's live count reaches the host without blocking (always on CPU), `trim` drops
+its dead slots before the draft sees the level; otherwise they are fed along. They are never verified: `compact`
+moves the live nodes to the front, in BFS order, with the tree's one host read (its live size); `slot` then
+maps each node back to the slot the draft cache holds it in.
 """
 
 from __future__ import annotations
@@ -107,14 +108,17 @@ class TokenTree:
             keep = passing & (rank < room)
         if self.pruned is not None:
             self._pruned_slots.append((cand_parents, top_tokens, top_p, grown & (room > 0) & ~keep))
-        if width == top_p.numel():
-            return self._append(top_tokens, cand_parents, top_p, cand_logp, keep)
         pick = torch.sort(torch.where(keep, 0, 1), stable=True).indices[:width]  # kept first, in candidate order
         return self._append(top_tokens[pick], cand_parents[pick], top_p[pick], cand_logp[pick], keep[pick])
 
     def stalled(self, level: Level) -> torch.Tensor:
         """Bool scalar: growth cannot go on (the level holds no live node, or the tree is full)."""
         return ~self.live[level.start : level.end].any() | (self.live[: self.size].sum() > self.capacity)
+
+    def trim(self, level: Level, live: int) -> Level:
+        """Drop the newest level's dead slots, given how many of its nodes live (they come first)."""
+        self.size = level.start + live
+        return Level(level.start, self.size)
 
     def graft(self, chain: torch.Tensor, count: torch.Tensor | int | None = None) -> Level:
         """Add the first `count` tokens of `chain` from the root, sharing the longest prefix the tree already holds.

@@ -154,3 +154,21 @@ def test_target_verifies_live_nodes_only(pair64, params):
     finally:
         hook.remove()
     assert fed[1:] == [n + 1 for n in out.stats.tree_nodes_per_round]
+
+
+def test_draft_gets_live_nodes_only_where_level_counts_arrive_in_time(pair64, monkeypatch):
+    """On CPU every level's live count is on the host at once, so no dead slot reaches the draft either."""
+    from spec_decode.decoders.tree import TreeDecoder
+
+    levels: list[tuple[int, int]] = []
+    draft_level = TreeDecoder._draft_level
+
+    def record(self, level, depth, stats):
+        levels.append((level.size, int(self.tree.live[level.start : level.end].sum())))
+        return draft_level(self, level, depth, stats)
+
+    monkeypatch.setattr(TreeDecoder, "_draft_level", record)
+    params = {"depth": 6, "branch": 3, "threshold": 0.1, "max_nodes": 20}
+    out = build_decoder("tree", pair64.target, pair64.draft, **params).generate(random_prompts(1, seed=2)[0], 40)
+    assert out.tokens == ar_tokens(pair64, random_prompts(1, seed=2)[0], 40)
+    assert levels and all(size == live > 0 for size, live in levels)

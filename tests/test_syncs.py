@@ -86,7 +86,7 @@ def test_stops_seen_late_change_nothing_but_draft_forwards(pair64, monkeypatch, 
     """As on a busy GPU where no early-stop flag reaches the host in time: same tokens, same trees, same counts."""
     prompt = repeating_prompts()[1]
     on_time = build_decoder(method, pair64.target, pair64.draft, **params).generate(prompt, 40)
-    monkeypatch.setattr(Peek, "first_true", lambda self: None)
+    monkeypatch.setattr(Peek, "seen", lambda self: [])
     monkeypatch.setattr(Peek, "all_seen", property(lambda self: False))
     with SyncCounter() as counter:
         late = build_decoder(method, pair64.target, pair64.draft, **params).generate(prompt, 40)

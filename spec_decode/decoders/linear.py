@@ -76,7 +76,7 @@ class LinearDecoder(SpeculativeDecoder):
                 break
             if peek is not None:
                 doubts.append(self._unsure(logits))
-                peek.post(doubts[-1])
+                peek.post(doubts[-1].long())
                 first = peek.first_true()
                 if first is not None:
                     return torch.stack(drafts[: first + 1])

@@ -50,36 +50,40 @@ class SpeculativeDecoder(Decoder):
 
 
 class Peek:
-    """Early-stop flags read on the host only once they are there: never blocks on the device.
+    """Small integer rows read on the host only once they are there: never blocks on the device.
 
-    `post` copies a bool scalar into a host mirror (pinned memory, `non_blocking`) and records a CUDA event;
-    `first_true` reads only the flags whose events have completed. On CUDA the loop so runs one or two levels
-    past a stop it has not seen yet (those levels grow dead nodes only); on CPU every flag is there at once.
+    `post` copies a row into a host mirror (pinned memory, `non_blocking`) and records a CUDA event; `seen`
+    returns the rows whose events have completed. On CUDA a loop so acts one or two steps after the device (the
+    steps it takes meanwhile are harmless: dead nodes, unverified drafts); on CPU every row is there at once.
     """
 
-    def __init__(self, device: torch.device, size: int):
+    def __init__(self, device: torch.device, size: int, width: int = 1):
         self.cuda = device.type == "cuda"
-        self.host = torch.zeros(max(size, 1), dtype=torch.bool, pin_memory=self.cuda)
+        self.host = torch.zeros(max(size, 1), width, dtype=torch.long, pin_memory=self.cuda)
         self.host._host_mirror = True  # marks the reads tests/test_syncs.py counts as peeks, not syncs
         self.events: list = []
         self.ready = 0
 
-    def post(self, flag: torch.Tensor) -> None:
-        self.host[len(self.events) : len(self.events) + 1].copy_(flag.reshape(1), non_blocking=True)
+    def post(self, values: torch.Tensor) -> None:
+        self.host[len(self.events)].copy_(values.reshape(-1), non_blocking=True)
         event = None
         if self.cuda:
             event = torch.cuda.Event()
             event.record()
         self.events.append(event)
 
-    def first_true(self) -> int | None:
-        """Index of the first posted flag already on the host and True, else None."""
+    def seen(self) -> list[list[int]]:
+        """The posted rows already on the host, oldest first."""
         while self.ready < len(self.events) and (self.events[self.ready] is None or self.events[self.ready].query()):
             self.ready += 1
-        seen = self.host.tolist()[: self.ready]
-        return seen.index(True) if True in seen else None
+        return self.host.tolist()[: self.ready]
+
+    def first_true(self) -> int | None:
+        """Index of the first posted row already on the host whose first value is nonzero, else None."""
+        flags = [row[0] for row in self.seen()]
+        return flags.index(True) if any(flags) else None
 
     @property
     def all_seen(self) -> bool:
-        """Whether every posted flag has been read."""
+        """Whether every posted row has been read."""
         return self.ready == len(self.events)

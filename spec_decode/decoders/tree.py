@@ -113,13 +113,14 @@ class TreeDecoder(SpeculativeDecoder):
         """Grow the tree level by level; return the last slot fed to the draft (0: none).
 
         Growth stops once a level is empty or the tree full, and, with `chain` (a lookup chain, lookup_first),
-        after the first level when the chain starts with the draft's top choice. Those stops are peeked without
-        blocking: a level grown past a stop not yet seen holds dead nodes only (`allow`), so the tree is the same.
+        after the first level when the chain starts with the draft's top choice. Those stops, and each level's
+        live count (to feed the draft live nodes only), are peeked without blocking: a level grown past a stop not
+        yet seen holds dead nodes only (`allow`), so the tree is the same; an unseen count feeds dead slots along.
         """
         tree, root = self.tree, self.length - 1
         level = tree.reset(self.committed[root])
         logits = self._draft_catch_up(stats)[None]
-        peek, allow, fed = Peek(self.device, depth), None, 0
+        peek, allow, fed = Peek(self.device, depth, width=2), None, 0
         for d in range(1, depth + 1):
             level = tree.grow(level, logits, self.branch, self.threshold, allow)
             if d == depth or level.size == 0:
@@ -129,9 +130,12 @@ class TreeDecoder(SpeculativeDecoder):
                 tokens, count = chain
                 allow = ~((count > 0) & (tokens[0] == tree.tokens[level.start]) & tree.live[level.start])
                 stop = stop | ~allow
-            peek.post(stop)
-            if peek.first_true() is not None:
+            peek.post(torch.stack([stop.long(), tree.live[level.start : level.end].sum()]))
+            seen = peek.seen()
+            if any(row[0] for row in seen):
                 break
+            if len(seen) == d:  # this level's live count is on the host already: feed its live nodes only
+                level = tree.trim(level, seen[-1][1])
             logits = self._draft_level(level, d, stats)
             fed = level.end - 1
         return fed
