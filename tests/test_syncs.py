@@ -2,8 +2,8 @@
 
 On CPU, `tests/synccount.SyncCounter` counts every call that would block on a CUDA device (`.item()`,
 `.tolist()`, `nonzero`, `bool()/int()/float()` of a tensor, boolean-mask or 0-d-tensor indexing, `.cpu()`, and
-the ops whose output size depends on values). Reads of a host mirror (an early-stop flag copied with
-`non_blocking=True` and read only once its CUDA event has completed) are counted apart as peeks: they never block.
+the ops whose output size depends on values). Reads of a host mirror (an early-stop flag or a level's live count,
+copied with `non_blocking=True` and read only once its CUDA event has completed) count apart as peeks: never blocking.
 Measured with this counter before the sync-light rework (llama tiny pair, 40 new tokens, the prefill's read
 spread over the rounds): Linear K=4 2.0 reads/round, K=6 with confidence 0.4 3.1; Tree depth 8 branch 3 cap 40:
 14.3 (tau 0 and 0.05), 6.7 (tau 0.3), 21.2 with lookup 8, 21.4 with lookup_first. After: Linear 1.0 (with
