@@ -24,9 +24,10 @@ class TreeDecoder(SpeculativeDecoder):
     `lookup_first`, a round whose chain starts with the draft's top choice grows no deeper draft levels
     (the text is repeating itself: the chain is likelier than the draft and costs no draft forwards).
 
-    A round reads the device twice: the live tree's size before verification (dead, pruned slots are fed to the
-    draft with their level but never verified) and the accepted count with the emitted tokens. Streaming: the
-    target's cache stays within `cache_size`; the draft's may hold a round's dead slots on top until the round ends.
+    A round reads the device twice: the live tree's size before verification (dead, pruned slots are never
+    verified) and the accepted count with the emitted tokens. A level whose live count has not reached the host
+    when the draft needs it (CUDA only) is fed with its dead slots; streaming, the draft's cache may then hold
+    them on top of `cache_size` until the round ends (the target's never does).
     """
 
     name = "tree"
