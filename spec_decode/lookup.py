@@ -5,16 +5,19 @@ from __future__ import annotations
 import torch
 
 
-def ngram_continuation(context: torch.Tensor, max_ngram: int, length: int) -> torch.Tensor:
-    """Up to `length` tokens that followed the most recent earlier match of the context's last n tokens.
+def ngram_continuation(context: torch.Tensor, max_ngram: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The up to `length` tokens that followed the most recent earlier match of the context's last n tokens.
 
-    Tries n = max_ngram down to 1; returns an empty tensor when nothing matches.
+    The longest n <= max_ngram with a match wins. Returns `length` tokens (padded) and how many of them are
+    real (a 0-d tensor, 0 when nothing matches); no host sync.
     """
     size = context.numel()
-    for n in range(min(max_ngram, size - 1), 0, -1):
+    start = torch.full((), -1, dtype=torch.long, device=context.device)
+    for n in range(1, min(max_ngram, size - 1) + 1):
         windows = context[: size - 1].unfold(0, n, 1)  # every n-gram that has a following token
-        hits = (windows == context[size - n :]).all(-1).nonzero()
-        if hits.numel():
-            start = int(hits[-1]) + n
-            return context[start : start + length]
-    return context[:0]
+        hits = (windows == context[size - n :]).all(-1)
+        latest = torch.where(hits, torch.arange(hits.numel(), device=context.device), -1).max()
+        start = torch.where(latest >= 0, latest + n, start)
+    count = torch.where(start >= 0, (size - start).clamp(max=length), 0)
+    index = (start.clamp(min=0) + torch.arange(length, device=context.device)).clamp(max=size - 1)
+    return context[index], count

@@ -5,6 +5,13 @@ committed token, not yet seen by the target); node j > 0 sits at sequence positi
 `root_position + depth[j]` and, once fed to a model, at cache index `root_index + j`.
 `ancestors[i, j]` is True when node j is node i or one of its ancestors, which is exactly the
 tree attention pattern: a node attends to the prefix, its ancestors and itself.
+
+Growth needs no host sync: every level takes a fixed number of slots (the most nodes it could keep, known
+from the shape alone), its live nodes first; candidates that pruning drops stay in their slots as dead nodes
+(`live` False). Where the level's live count reaches the host without blocking (always on CPU), `trim` drops
+its dead slots before the draft sees the level; otherwise they are fed along. They are never verified: `compact`
+moves the live nodes to the front, in BFS order, with the tree's one host read (its live size); `slot` then
+maps each node back to the slot the draft cache holds it in.
 """
 
 from __future__ import annotations
@@ -32,85 +39,141 @@ def max_tree_nodes(depth: int, branch: int, max_nodes: int) -> int:
     return max(0, min(full, max_nodes))
 
 
+def level_slots(depth: int, branch: int, capacity: int) -> list[int]:
+    """Slots of each level: the most nodes level d can keep, min(branch * slots of d-1, capacity - (d-1))."""
+    widths, previous = [], 1
+    for d in range(1, depth + 1):
+        previous = min(branch * previous, capacity - (d - 1))
+        if previous <= 0:
+            break
+        widths.append(previous)
+    return widths
+
+
 class TokenTree:
     """A draft token tree held in tensors sized once for the largest tree a decoder can grow."""
 
-    def __init__(self, capacity: int, device: torch.device | str = "cpu", reserve: int = 0):
-        """`capacity` draft nodes (root excluded) plus `reserve` more for grafted chains."""
-        size = capacity + reserve + 1
-        self.capacity = capacity
+    def __init__(self, capacity: int, device: torch.device | str = "cpu", reserve: int = 0,
+                 slots: int | None = None):
+        """At most `capacity` live draft nodes (root excluded) in `slots` growth slots, plus `reserve` for a chain."""
+        self.capacity, self.slots = capacity, capacity if slots is None else slots
+        size = self.slots + reserve + 1
         self.tokens = torch.zeros(size, dtype=torch.long, device=device)
         self.parents = torch.zeros(size, dtype=torch.long, device=device)
         self.depth = torch.zeros(size, dtype=torch.long, device=device)
         self.probs = torch.ones(size, dtype=torch.float32, device=device)
         self.log_path_prob = torch.zeros(size, dtype=torch.float32, device=device)
+        self.live = torch.zeros(size, dtype=torch.bool, device=device)
+        self.slot = torch.arange(size, device=device)
         self.ancestors = torch.zeros(size, size, dtype=torch.bool, device=device)
         self.size = 1
+        self.levels = 0
         self.pruned: list[dict] | None = None  # set to a list to record the children pruning dropped
+        self._pruned_slots: list[tuple[torch.Tensor, ...]] = []
 
     def reset(self, root_token: torch.Tensor) -> Level:
         """Start a new tree whose only node is `root_token`."""
         self.tokens[0] = root_token
         self.ancestors[0].zero_()
         self.ancestors[0, 0] = True
-        self.size = 1
+        self.live[0] = True
+        self.size, self.levels = 1, 0
+        self._pruned_slots = []
         return Level(0, 1)
 
-    def grow(
-        self, parents: Level, logits: torch.Tensor, branch: int, threshold: float
-    ) -> Level:
-        """Add the top-`branch` children of every node in `parents` whose draft probability >= `threshold`.
+    def grow(self, parents: Level, logits: torch.Tensor, branch: int, threshold: float,
+             allow: torch.Tensor | None = None) -> Level:
+        """Add the top-`branch` children of every live node in `parents` whose draft probability >= `threshold`.
 
         `logits` holds one row of draft logits per parent. When the candidates exceed the remaining
-        capacity, those with the highest path probability are kept.
+        capacity, those with the highest path probability are kept. `allow` (a bool scalar) False kills the level.
         """
-        probs = logits.float().softmax(-1)
-        top_p, top_tokens = probs.topk(branch, dim=-1)
-        parent_ids = torch.arange(parents.start, parents.end, device=probs.device)[:, None].expand_as(top_tokens)
-        keep = top_p >= threshold
+        width = min(branch * parents.size, self.capacity - self.levels)
+        if width > self.slots + 1 - self.size:
+            raise ValueError(f"no slots left for a level of {width} nodes (built with slots={self.slots})")
+        self.levels += 1
+        if width <= 0:
+            return Level(self.size, self.size)
+        top_p, top_tokens = logits.float().softmax(-1).topk(branch, dim=-1)
+        top_p, top_tokens = top_p.reshape(-1), top_tokens.reshape(-1)
+        cand_parents = torch.arange(parents.start, parents.end, device=top_p.device)[:, None].expand(-1, branch)
+        cand_parents = cand_parents.reshape(-1)
+        grown = self.live[cand_parents] if allow is None else self.live[cand_parents] & allow
+        cand_logp = self.log_path_prob[cand_parents] + top_p.log()
+        passing = grown & (top_p >= threshold)
+        keep, room = passing, self.capacity + 1 - self.live[: self.size].sum()
+        if self.capacity + 1 - self.size < top_p.numel():  # the node cap may bind (slots used bound live nodes)
+            order = torch.sort(torch.where(passing, cand_logp, -torch.inf), descending=True, stable=True).indices
+            rank = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=order.device))
+            keep = passing & (rank < room)
         if self.pruned is not None:
-            self._record_pruned(parent_ids[~keep], top_tokens[~keep], top_p[~keep])
-        cand_p, cand_tokens, cand_parents = top_p[keep], top_tokens[keep], parent_ids[keep]
-        cand_logp = self.log_path_prob[cand_parents] + cand_p.log()
-        room = self.capacity + 1 - self.size
-        if cand_tokens.numel() > room:
-            best = cand_logp.topk(room).indices.sort().values
-            if self.pruned is not None:
-                cut = torch.ones_like(cand_p, dtype=torch.bool).index_fill_(0, best, False)
-                self._record_pruned(cand_parents[cut], cand_tokens[cut], cand_p[cut])
-            cand_p, cand_tokens, cand_parents, cand_logp = (
-                cand_p[best], cand_tokens[best], cand_parents[best], cand_logp[best]
-            )
-        return self._append(cand_tokens, cand_parents, cand_p, cand_logp)
+            self._pruned_slots.append((cand_parents, top_tokens, top_p, grown & (room > 0) & ~keep))
+        pick = torch.sort(torch.where(keep, 0, 1), stable=True).indices[:width]  # kept first, in candidate order
+        return self._append(top_tokens[pick], cand_parents[pick], top_p[pick], cand_logp[pick], keep[pick])
 
-    def graft(self, chain: torch.Tensor) -> Level:
-        """Add a token chain from the root, sharing the longest prefix the tree already holds."""
-        n = self.size
+    def stalled(self, level: Level) -> torch.Tensor:
+        """Bool scalar: growth cannot go on (the level holds no live node, or the tree is full)."""
+        return ~self.live[level.start : level.end].any() | (self.live[: self.size].sum() > self.capacity)
+
+    def trim(self, level: Level, live: int) -> Level:
+        """Drop the newest level's dead slots, given how many of its nodes live (they come first)."""
+        self.size = level.start + live
+        return Level(level.start, self.size)
+
+    def graft(self, chain: torch.Tensor, count: torch.Tensor | int | None = None) -> Level:
+        """Add the first `count` tokens of `chain` from the root, sharing the longest prefix the tree already holds.
+
+        Takes `chain.numel()` slots (fewer if the reserve is short); the shared prefix's slots stay dead.
+        """
+        n, device = self.size, chain.device
+        length = min(chain.numel(), self.tokens.numel() - n)
+        if length == 0:
+            return Level(n, n)
+        count = torch.as_tensor(chain.numel() if count is None else count, device=device).clamp(max=length)
         depth = self.depth[:n]
-        on_chain = torch.zeros(n, dtype=torch.bool, device=chain.device)
-        inside = (depth >= 1) & (depth <= chain.numel())
-        on_chain[inside] = self.tokens[:n][inside] == chain[depth[inside] - 1]
+        inside = (depth >= 1) & (depth <= count)
+        on_chain = inside & self.live[:n] & (self.tokens[:n] == chain[(depth - 1).clamp(0, length - 1)])
         on_chain[0] = True
         matches = ~(self.ancestors[:n, :n] & ~on_chain).any(-1)
-        deepest = (depth * matches).argmax()
-        shared = int(depth[deepest])
-        rest = chain[shared : shared + self.tokens.numel() - n]
-        start, end = n, n + rest.numel()
-        new = torch.arange(start, end, device=chain.device)
-        self.tokens[start:end] = rest
-        self.parents[start:end] = torch.cat([deepest[None], new[:-1]])
-        self.depth[start:end] = shared + 1 + torch.arange(rest.numel(), device=chain.device)
+        deepest = (depth * matches).argmax()[None]
+        shared = depth[deepest]
+        step = torch.arange(length, device=device)
+        start, end = n, n + length
+        self.tokens[start:end] = chain[:length]
+        self.parents[start:end] = torch.where(step == shared, deepest, step + start - 1)
+        self.depth[start:end] = step + 1
         self.probs[start:end] = 1.0  # lookup nodes come from the context, not from the draft
         self.log_path_prob[start:end] = self.log_path_prob[deepest]
+        self.live[start:end] = (step >= shared) & (step < count)
         self.ancestors[start:end] = self.ancestors[deepest]
-        self.ancestors[start:end, start:end] = torch.ones(rest.numel(), rest.numel(), dtype=torch.bool,
-                                                          device=chain.device).tril_()
+        self.ancestors[start:end, start:end] = (step[:, None] >= step[None, :]) & (step[None, :] >= shared)
         self.size = end
         return Level(start, end)
 
-    def _record_pruned(self, parents: torch.Tensor, tokens: torch.Tensor, probs: torch.Tensor) -> None:
-        self.pruned += [{"parent": p, "token": t, "prob": q}
-                        for p, t, q in zip(parents.tolist(), tokens.tolist(), probs.tolist(), strict=True)]
+    def compact(self) -> int:
+        """Move the live nodes to the front (BFS order kept) and return their number: growth's one host read."""
+        used = self.size
+        live = self.live[:used]
+        order = torch.sort((~live).to(torch.uint8), stable=True).indices
+        rank = live.cumsum(0) - 1
+        n = int(live.sum())
+        keep = order[:n]
+        self.tokens[:n], self.depth[:n] = self.tokens[keep], self.depth[keep]
+        self.probs[:n], self.log_path_prob[:n] = self.probs[keep], self.log_path_prob[keep]
+        self.parents[:n] = rank[self.parents[keep]]
+        self.ancestors[:n, :n] = self.ancestors[keep][:, keep]
+        self.slot[:n] = keep
+        self.live[:n] = True
+        self.size = n
+        if self.pruned is not None:
+            self._record_pruned(rank)
+        return n
+
+    def _record_pruned(self, rank: torch.Tensor) -> None:
+        for parents, tokens, probs, dropped in self._pruned_slots:
+            self.pruned += [{"parent": p, "token": t, "prob": q} for p, t, q in
+                            zip(rank[parents[dropped]].tolist(), tokens[dropped].tolist(), probs[dropped].tolist(),
+                                strict=True)]
 
     def snapshot(self) -> dict:
         """The tree as plain lists (for traces): tokens, parents (root: -1), depths, draft probabilities."""
@@ -120,8 +183,8 @@ class TokenTree:
         return {"token": self.tokens[:n].tolist(), "parent": parents, "depth": self.depth[:n].tolist(),
                 "prob": self.probs[:n].tolist(), "pruned": list(self.pruned or [])}
 
-    def _append(self, tokens: torch.Tensor, parents: torch.Tensor, probs: torch.Tensor,
-                logp: torch.Tensor) -> Level:
+    def _append(self, tokens: torch.Tensor, parents: torch.Tensor, probs: torch.Tensor, logp: torch.Tensor,
+                live: torch.Tensor) -> Level:
         start, end = self.size, self.size + tokens.numel()
         new = slice(start, end)
         self.tokens[new] = tokens
@@ -129,6 +192,7 @@ class TokenTree:
         self.depth[new] = self.depth[parents] + 1
         self.probs[new] = probs
         self.log_path_prob[new] = logp
+        self.live[new] = live
         self.ancestors[new] = self.ancestors[parents]
         index = torch.arange(start, end, device=tokens.device)
         self.ancestors[index, index] = True
@@ -142,16 +206,19 @@ class TokenTree:
         """
         return self.ancestors[rows.start : rows.end, first_node : rows.end]
 
-    def accept(self, target_next: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Longest root path whose tokens all equal the target's greedy choice, and the bonus token.
+    def accept(self, target_next: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Longest root path whose tokens all equal the target's greedy choice: (path, length, bonus token).
 
-        `target_next[i]` is the target's argmax after node i. Returns the path's node indices
-        (ascending, root first) and the target's token after the path's last node.
+        `target_next[i]` is the target's argmax after node i (of a compacted tree). `path[: length + 1]` holds
+        the path's node indices (root first; `path` is padded to the tree's size); `bonus` is the target's token
+        after the path's last node. All three stay on the device.
         """
         n = self.size
         correct = self.tokens[1:n] == target_next[self.parents[1:n]]
         wrong = torch.cat([correct.new_zeros(1), ~correct])
         on_good_path = ~(self.ancestors[:n, :n] & wrong).any(-1)
-        best = (self.depth[:n] * on_good_path).argmax()
-        path = self.ancestors[best, :n].nonzero().squeeze(1)
-        return path, target_next[best]
+        best = (self.depth[:n] * on_good_path).argmax()[None]  # 1-d: indexing with it reads nothing to the host
+        index = torch.where(self.ancestors[best, :n][0], self.depth[:n], n)  # an ancestor's place is its depth
+        path = torch.zeros(n + 1, dtype=torch.long, device=index.device)
+        path.scatter_(0, index, torch.arange(n, device=index.device))
+        return path[:n], self.depth[best][0], target_next[best][0]

@@ -140,3 +140,35 @@ def test_lookup_first_skips_draft_levels_when_text_repeats(pair64):
     first = build_decoder("tree", pair64.target, pair64.draft, lookup_first=True, **knobs).generate(prompt, 60)
     assert first.tokens == plain.tokens == ar_tokens(pair64, prompt, 60)
     assert first.stats.draft_forwards < plain.stats.draft_forwards
+
+
+@pytest.mark.parametrize("params", [{"depth": 6, "branch": 3, "threshold": 0.1, "max_nodes": 20},
+                                    {"depth": 4, "branch": 2, "threshold": 0.2, "max_nodes": 8, "lookup": 6}], ids=str)
+def test_target_verifies_live_nodes_only(pair64, params):
+    """Dead (pruned) slots are fed to the draft with their level, never to the target."""
+    fed: list[int] = []
+    hook = pair64.target.register_forward_hook(
+        lambda module, args, kwargs, out: fed.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
+    try:
+        out = build_decoder("tree", pair64.target, pair64.draft, **params).generate(random_prompts(1, seed=2)[0], 40)
+    finally:
+        hook.remove()
+    assert fed[1:] == [n + 1 for n in out.stats.tree_nodes_per_round]
+
+
+def test_draft_gets_live_nodes_only_where_level_counts_arrive_in_time(pair64, monkeypatch):
+    """On CPU every level's live count is on the host at once, so no dead slot reaches the draft either."""
+    from spec_decode.decoders.tree import TreeDecoder
+
+    levels: list[tuple[int, int]] = []
+    draft_level = TreeDecoder._draft_level
+
+    def record(self, level, depth, stats):
+        levels.append((level.size, int(self.tree.live[level.start : level.end].sum())))
+        return draft_level(self, level, depth, stats)
+
+    monkeypatch.setattr(TreeDecoder, "_draft_level", record)
+    params = {"depth": 6, "branch": 3, "threshold": 0.1, "max_nodes": 20}
+    out = build_decoder("tree", pair64.target, pair64.draft, **params).generate(random_prompts(1, seed=2)[0], 40)
+    assert out.tokens == ar_tokens(pair64, random_prompts(1, seed=2)[0], 40)
+    assert levels and all(size == live > 0 for size, live in levels)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from transformers import PreTrainedModel
 
 from spec_decode.decoders.ar import AutoregressiveDecoder
-from spec_decode.decoders.base import Decoder, Generation, GenerationStats
+from spec_decode.decoders.base import Decoder, Generation, GenerationStats, NonFiniteLogitsError, Round
 from spec_decode.decoders.hf import HFAssistedDecoder, HFGreedyDecoder, HFLookupDecoder
 from spec_decode.decoders.linear import LinearDecoder
 from spec_decode.decoders.tree import TreeDecoder
@@ -34,6 +34,9 @@ def validate_method(name: str, params: dict) -> None:
     if budget not in (None, "fixed") and not (budget == "auto" and "tree" in name):
         raise ValueError(f"budget must be 'fixed' or (tree methods) 'auto', got {budget!r}")
     DECODERS[name].validate(**params)
+    if budget == "auto" and params.get("lookup", 0):
+        raise ValueError("budget: auto cannot be combined with lookup > 0: the cost model counts draft levels only, "
+                         "so lookup chain nodes would be misbudgeted; use budget: fixed or lookup: 0")
 
 
 def _check_name(name: str, params: dict) -> None:
@@ -44,4 +47,5 @@ def _check_name(name: str, params: dict) -> None:
         raise ValueError(f"method {name!r}: cache_size is for the streaming_* methods, which need it")
 
 
-__all__ = ["DECODERS", "Decoder", "Generation", "GenerationStats", "build_decoder", "validate_method"]
+__all__ = ["DECODERS", "Decoder", "Generation", "GenerationStats", "NonFiniteLogitsError", "Round", "build_decoder",
+           "validate_method"]

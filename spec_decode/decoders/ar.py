@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from spec_decode.decoders.base import Decoder, Generation, GenerationStats
+from spec_decode.decoders.base import Decoder, Generation, GenerationStats, Round
 
 
 class AutoregressiveDecoder(Decoder):
@@ -42,5 +42,5 @@ class AutoregressiveDecoder(Decoder):
             self._top2[self.length - self._origin] = logits[-1].float().topk(2).values
         return logits
 
-    def _round(self, remaining: int, stats: GenerationStats) -> list[int]:
+    def _round(self, remaining: int, stats: GenerationStats) -> Round:
         return self._target_step(stats)

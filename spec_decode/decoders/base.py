@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
@@ -44,6 +44,43 @@ class GenerationStats:
 
     def to_dict(self) -> dict:
         return asdict(self) | {"rounds": self.rounds, "drafted": self.drafted, "accepted": self.accepted}
+
+    def add(self, done: Round, seconds: float, cache_length: int | None, forward_s: dict | None) -> None:
+        """Record one round: what it emitted and drafted, its time, and (when known) cache size and forward times."""
+        self.emitted_per_round.append(len(done.tokens))
+        self.drafted_per_round.append(done.drafted)
+        self.accepted_per_round.append(done.accepted)
+        if done.nodes is not None:
+            self.tree_nodes_per_round.append(done.nodes)
+        self.round_times_s.append(seconds)
+        if cache_length is not None:
+            self.cache_length_per_round.append(cache_length)
+        if forward_s is not None:
+            self.target_forward_s_per_round.append(forward_s["target"])
+            self.draft_forward_s_per_round.append(forward_s["draft"])
+
+
+@dataclass
+class Round:
+    """What one round emitted (target-verified tokens, bonus last) and how much draft it verified and accepted."""
+
+    tokens: list[int]
+    drafted: int = 0
+    accepted: int = 0
+    nodes: int | None = None  # tree methods: nodes verified (root excluded)
+    drafted_upto: list[int] | None = None  # drafted_upto[d]: draft nodes at depth <= d (default: a chain)
+
+    def cut(self, emitted: int) -> Round:
+        """The round as if it had emitted only its first `emitted` tokens (an EOS inside it): all were accepted."""
+        if emitted >= len(self.tokens):
+            return self
+        upto = self.drafted_upto
+        drafted = upto[min(emitted, len(upto) - 1)] if upto else min(self.drafted, emitted)
+        return replace(self, tokens=self.tokens[:emitted], accepted=min(self.accepted, emitted), drafted=drafted)
+
+
+class NonFiniteLogitsError(RuntimeError):
+    """A model produced NaN or infinite logits; decoding stopped."""
 
 
 @dataclass
@@ -114,6 +151,11 @@ class Decoder:
         return 1
 
     @property
+    def draft_round_feed(self) -> int:
+        """The most tokens one round can feed the draft past the committed text (sizes a static draft cache)."""
+        return self.lookahead
+
+    @property
     def window(self) -> int | None:
         return None if self.cache_size is None else self.cache_size - self.sink - self.lookahead + 1
 
@@ -146,15 +188,10 @@ class Decoder:
             self._forward_s = {"target": 0.0, "draft": 0.0}
             self._evict()
             new = self._round(max_new_tokens - len(tokens), stats)
-            kept = truncate_at_eos(new, eos_token_id)
-            tokens.extend(kept)
-            stats.emitted_per_round.append(len(kept))
-            stats.round_times_s.append(self.clock.now() - round_start)
-            if self.cache_size is not None:
-                stats.cache_length_per_round.append(kv.cache_length(self.target_cache))
-            if self.profile:
-                stats.target_forward_s_per_round.append(self._forward_s["target"])
-                stats.draft_forward_s_per_round.append(self._forward_s["draft"])
+            new = new.cut(len(truncate_at_eos(new.tokens, eos_token_id)))
+            tokens.extend(new.tokens)
+            cache_length = kv.cache_length(self.target_cache) if self.cache_size is not None else None
+            stats.add(new, self.clock.now() - round_start, cache_length, self._forward_s if self.profile else None)
         stats.compressions = getattr(self.target_cache, "compressions", 0)
         stats.total_s = self.clock.now() - start
         return Generation(tokens, stats)
@@ -173,7 +210,7 @@ class Decoder:
         """Static mode: the block sizes, the cache size (`tokens` + a round + its padding), compiled models."""
         static.check(self)
         self._blocks = static.block_sizes(self.lookahead)
-        self._slots = tokens + self.lookahead + self._blocks[-1]
+        self._slots = tokens + max(self.lookahead, self.draft_round_feed) + self._blocks[-1]
         if self.compile and self._compiled is None:
             models = (self.target, getattr(self, "draft", None))
             self._compiled = {m: static.compile_model(m) for m in models if m is not None}
@@ -257,24 +294,41 @@ class Decoder:
 
     def _prefill(self, prompt: torch.Tensor, stats: GenerationStats) -> int:
         """Run the target over the prompt; commit and return its first token."""
-        first = self._feed_chunked(self.target, self.target_cache, prompt, 0).argmax()
+        logits = self._feed_chunked(self.target, self.target_cache, prompt, 0)
+        first = logits.argmax()
         stats.target_forwards += 1
         self._commit(first[None])
-        return int(first)
+        return self._read(first[None], {"target": finite(logits)}, 0)[0]
 
-    def _round(self, remaining: int, stats: GenerationStats) -> list[int]:
+    def _round(self, remaining: int, stats: GenerationStats) -> Round:
+        """One round: commit its tokens on the device and return them (read to the host once)."""
         raise NotImplementedError
 
-    def _target_step(self, stats: GenerationStats) -> list[int]:
+    def _target_step(self, stats: GenerationStats) -> Round:
         """One plain autoregressive step: feed the pending token, commit the target's next token."""
         pending = self.committed[self.length - 1 : self.length]
-        logits = self._feed(self.target, self.target_cache, pending, self.length - 1)
+        logits = self._feed(self.target, self.target_cache, pending, self.length - 1)[-1]
         stats.target_forwards += 1
-        nxt = logits[-1].argmax()
+        nxt = logits.argmax()
         self._commit(nxt[None])
-        stats.drafted_per_round.append(0)
-        stats.accepted_per_round.append(0)
-        return [int(nxt)]
+        return Round(self._read(nxt[None], {"target": finite(logits)}, stats.rounds + 1))
+
+    @staticmethod
+    def _read(values: torch.Tensor, checks: dict[str, torch.Tensor], round_index: int) -> list[int]:
+        """The round's one blocking host read: integer `values`, with each model's logits-finite flag folded in."""
+        flags = torch.stack(list(checks.values())).long()
+        out = torch.cat([flags, values.long()]).tolist()
+        for model, ok in zip(checks, out, strict=False):
+            if not ok:
+                raise NonFiniteLogitsError(
+                    f"the {model} model produced NaN/inf logits in round {round_index} of this generation "
+                    f"(round 0 = prefill); try dtype=float32 or dtype=bfloat16")
+        return out[len(checks):]
+
+
+def finite(logits: torch.Tensor) -> torch.Tensor:
+    """Bool scalar on the device: every logit is finite (read later with the round's other values)."""
+    return logits.isfinite().all()
 
 
 def check_streaming(cache_size: int | None, sink: int, lookahead: int, needed: int) -> None:

@@ -6,8 +6,8 @@ import torch
 from transformers import PreTrainedModel
 
 from spec_decode import kv
-from spec_decode.decoders.base import GenerationStats, check_streaming
-from spec_decode.decoders.speculative import SpeculativeDecoder
+from spec_decode.decoders.base import GenerationStats, Round, check_streaming, finite
+from spec_decode.decoders.speculative import Peek, SpeculativeDecoder
 
 
 class LinearDecoder(SpeculativeDecoder):
@@ -41,7 +41,7 @@ class LinearDecoder(SpeculativeDecoder):
     def params(self) -> dict:
         return {"k": self.k, "confidence": self.confidence} | super().params()
 
-    def _round(self, remaining: int, stats: GenerationStats) -> list[int]:
+    def _round(self, remaining: int, stats: GenerationStats) -> Round:
         k = min(self.k, remaining - 1)
         if k == 0:
             return self._target_step(stats)
@@ -53,28 +53,40 @@ class LinearDecoder(SpeculativeDecoder):
         stats.target_forwards += 1
         predicted = logits.argmax(-1)
         agree = (predicted[:-1] == drafts).cumprod(0).sum()
-        accepted = int(agree)
-        emitted = torch.cat([drafts[:accepted], predicted[accepted : accepted + 1]])
-        self._commit(emitted)
+        emitted = torch.cat([drafts, predicted[-1:]]).scatter_(0, agree[None], predicted.gather(0, agree[None]))
+        checks = {"target": finite(logits), "draft": self.draft_ok}
+        accepted, *tokens = self._read(torch.cat([agree[None], emitted]), checks, stats.rounds + 1)
+        self._commit(emitted[: accepted + 1])
         kv.rollback(self.target_cache, base + accepted)
         kv.rollback(self.draft_cache, base + accepted)
-        stats.drafted_per_round.append(k)
-        stats.accepted_per_round.append(accepted)
-        return emitted.tolist()
+        return Round(tokens[: accepted + 1], drafted=k, accepted=accepted)
 
     def _propose(self, k: int, stats: GenerationStats) -> torch.Tensor:
-        """Up to K greedy draft tokens, each fed back to the draft except the last."""
-        logits = self._draft_catch_up(stats)
-        drafts = []
-        for i in range(k):
-            token = logits.argmax()
-            drafts.append(token)
-            if i == k - 1 or self._unsure(logits, token):
-                break
-            logits = self._feed(self.draft, self.draft_cache, token[None], self.length + i)[-1]
-            stats.draft_forwards += 1
-        return torch.stack(drafts)
+        """Up to K greedy draft tokens, each fed back to the draft except the last.
 
-    def _unsure(self, logits: torch.Tensor, token: torch.Tensor) -> bool:
-        """Whether the draft's probability of its own choice fell below `confidence` (stop drafting)."""
-        return self.confidence > 0 and float(logits.float().softmax(-1)[token]) < self.confidence
+        With `confidence`, drafting stops after the first unsure token; the stop is peeked without blocking, and
+        where the device had not reported every flag by the end, one host read counts the tokens to verify.
+        """
+        logits = self._draft_catch_up(stats)
+        drafts, doubts = [], []
+        peek = Peek(self.device, k) if self.confidence > 0 else None
+        for i in range(k):
+            drafts.append(logits.argmax())
+            if i == k - 1:
+                break
+            if peek is not None:
+                doubts.append(self._unsure(logits))
+                peek.post(doubts[-1].long())
+                first = peek.first_true()
+                if first is not None:
+                    return torch.stack(drafts[: first + 1])
+            logits = self._draft_feed(drafts[-1][None], self.length + i, stats)[-1]
+        if not doubts or peek.all_seen:
+            return torch.stack(drafts)
+        doubt = torch.stack(doubts)  # one flag per draft token but the last
+        last = torch.where(doubt.any(), doubt.long().argmax(), len(drafts) - 1)
+        return torch.stack(drafts[: int(last) + 1])  # a host read, only where a flag had not reached the host
+
+    def _unsure(self, logits: torch.Tensor) -> torch.Tensor:
+        """Bool scalar: the draft's probability of its own choice fell below `confidence` (stop drafting)."""
+        return logits.float().softmax(-1).max() < self.confidence  # the argmax token's probability

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from transformers import PreTrainedModel
 
 from spec_decode import kv
-from spec_decode.decoders.base import GenerationStats, check_streaming
-from spec_decode.decoders.speculative import SpeculativeDecoder
+from spec_decode.decoders.base import GenerationStats, Round, check_streaming, finite
+from spec_decode.decoders.speculative import Peek, SpeculativeDecoder
 from spec_decode.lookup import ngram_continuation
-from spec_decode.tree import Level, TokenTree, max_tree_nodes
+from spec_decode.tree import Level, TokenTree, level_slots, max_tree_nodes
 
 
 class TreeDecoder(SpeculativeDecoder):
@@ -21,6 +23,11 @@ class TreeDecoder(SpeculativeDecoder):
     occurrence of the context's last n-gram (n <= `ngram`), verified in the same target forward; with
     `lookup_first`, a round whose chain starts with the draft's top choice grows no deeper draft levels
     (the text is repeating itself: the chain is likelier than the draft and costs no draft forwards).
+
+    A round reads the device twice: the live tree's size before verification (dead, pruned slots are never
+    verified) and the accepted count with the emitted tokens. A level whose live count has not reached the host
+    when the draft needs it (CUDA only) is fed with its dead slots; streaming, the draft's cache may then hold
+    them on top of `cache_size` until the round ends (the target's never does).
     """
 
     name = "tree"
@@ -33,11 +40,19 @@ class TreeDecoder(SpeculativeDecoder):
         self.validate(depth, branch, threshold, max_nodes, lookup, ngram, lookup_first, cache_size, sink)
         self.depth, self.branch, self.threshold, self.max_nodes = depth, branch, threshold, max_nodes
         self.lookup, self.ngram, self.lookup_first = lookup, ngram, lookup_first
-        self.tree = TokenTree(max_tree_nodes(depth, branch, max_nodes), self.device, reserve=lookup)
+        capacity = max_tree_nodes(depth, branch, max_nodes)
+        self._level_slots = sum(level_slots(depth, branch, capacity))
+        self.tree = TokenTree(capacity, self.device, reserve=lookup, slots=self._level_slots)
 
     @property
     def lookahead(self) -> int:
-        return self.tree.tokens.numel()
+        """The most nodes the target verifies at once (live nodes only; the draft may also get dead slots)."""
+        return self.tree.capacity + self.lookup + 1
+
+    @property
+    def draft_round_feed(self) -> int:
+        """On CUDA a late peek can feed the draft every level's slots, dead ones included (never more)."""
+        return max(self.lookahead, self._level_slots + 1)
 
     @staticmethod
     def validate(depth: int, branch: int, threshold: float = 0.0, max_nodes: int = 1_000_000, lookup: int = 0,
@@ -63,72 +78,85 @@ class TreeDecoder(SpeculativeDecoder):
         return {"depth": self.depth, "branch": self.branch, "threshold": self.threshold,
                 "max_nodes": self.max_nodes} | lookup | super().params()
 
-    def _round(self, remaining: int, stats: GenerationStats) -> list[int]:
+    def _round(self, remaining: int, stats: GenerationStats) -> Round:
         depth = min(self.depth, remaining - 1)
         if depth == 0:
-            stats.tree_nodes_per_round.append(0)
-            return self._target_step(stats)
+            return replace(self._target_step(stats), nodes=0)
+        tree, root = self.tree, self.length - 1
         tracing = len(stats.trace) < self.trace_rounds
-        self.tree.pruned = [] if tracing else None
+        tree.pruned = [] if tracing else None
         chain = None
         if self.lookup:
             chain = ngram_continuation(self.committed[: self.length], self.ngram, min(self.lookup, remaining - 1))
         fed = self._grow(depth, stats, chain if self.lookup_first else None)
         if chain is not None:
-            self.tree.graft(chain)
-        path, bonus, target_next = self._verify(stats)
+            tree.graft(*chain)
+        n = tree.compact()  # host read 1: the live tree's size
+        target_next, target_ok = self._verify(stats)
+        path, accepted, bonus = tree.accept(target_next)
+        emitted = torch.cat([tree.tokens[path[1:]], bonus[None]]).scatter_(0, accepted[None], bonus[None])
+        in_draft = ((tree.slot[path] <= fed) & (torch.arange(n, device=self.device) <= accepted)).sum()
+        levels = max(depth, self.lookup) + 1
+        values = torch.cat([accepted[None], in_draft[None], self._drafted_upto(levels), emitted])
+        checks = {"target": target_ok, "draft": self.draft_ok}
+        accepted, in_draft, *rest = self._read(values, checks, stats.rounds + 1)  # host read 2
+        drafted_upto, tokens = rest[:levels], rest[levels : levels + accepted + 1]
         if tracing:
-            stats.trace.append(self.tree.snapshot() | {"target_next": target_next[: self.tree.size].tolist(),
-                                                       "accepted": path.tolist(), "bonus": int(bonus)})
-        self._keep(path, fed)
-        emitted = torch.cat([self.tree.tokens[path[1:]], bonus[None]])
-        self._commit(emitted)
-        stats.drafted_per_round.append(self.tree.size - 1)
-        stats.accepted_per_round.append(path.numel() - 1)
-        stats.tree_nodes_per_round.append(self.tree.size - 1)
-        return emitted.tolist()
+            stats.trace.append(tree.snapshot() | {"target_next": target_next[:n].tolist(),
+                                                  "accepted": path[: accepted + 1].tolist(), "bonus": tokens[-1]})
+        kv.keep_path(self.target_cache, root, path[: accepted + 1])
+        kv.keep_path(self.draft_cache, root, tree.slot[path[:in_draft]])  # the path's nodes the draft holds
+        self._commit(emitted[: accepted + 1])
+        return Round(tokens, drafted=n - 1, accepted=accepted, nodes=n - 1, drafted_upto=drafted_upto)
 
-    def _grow(self, depth: int, stats: GenerationStats, chain: torch.Tensor | None = None) -> int:
-        """Grow the tree level by level; return how many non-root nodes were fed to the draft.
+    def _drafted_upto(self, levels: int) -> torch.Tensor:
+        """Nodes (root excluded) at depth <= d, for d < `levels`, of the compacted tree: counts a round cut by EOS."""
+        depth = self.tree.depth[1 : self.tree.size]
+        per_depth = torch.zeros(levels, dtype=torch.long, device=self.device)
+        return per_depth.scatter_add_(0, depth, torch.ones_like(depth)).cumsum(0)
 
-        Stops after the first level when `chain` (a lookup chain) starts with the draft's top choice.
+    def _grow(self, depth: int, stats: GenerationStats, chain: tuple[torch.Tensor, torch.Tensor] | None = None) -> int:
+        """Grow the tree level by level; return the last slot fed to the draft (0: none).
+
+        Growth stops once a level is empty or the tree full, and, with `chain` (a lookup chain, lookup_first),
+        after the first level when the chain starts with the draft's top choice. Those stops, and each level's
+        live count (to feed the draft live nodes only), are peeked without blocking: a level grown past a stop not
+        yet seen holds dead nodes only (`allow`), so the tree is the same; an unseen count feeds dead slots along.
         """
         tree, root = self.tree, self.length - 1
         level = tree.reset(self.committed[root])
         logits = self._draft_catch_up(stats)[None]
-        fed = 0
+        peek, allow, fed = Peek(self.device, depth, width=2), None, 0
         for d in range(1, depth + 1):
-            level = tree.grow(level, logits, self.branch, self.threshold)
-            if d == depth or level.size == 0 or tree.size > tree.capacity:
+            level = tree.grow(level, logits, self.branch, self.threshold, allow)
+            if d == depth or level.size == 0:
                 break
-            if d == 1 and chain is not None and chain.numel() and bool(chain[0] == tree.tokens[level.start]):
+            stop = tree.stalled(level)
+            if d == 1 and chain is not None:
+                tokens, count = chain
+                allow = ~((count > 0) & (tokens[0] == tree.tokens[level.start]) & tree.live[level.start])
+                stop = stop | ~allow
+            peek.post(torch.stack([stop.long(), tree.live[level.start : level.end].sum()]))
+            seen = peek.seen()
+            if any(row[0] for row in seen):
                 break
+            if len(seen) == d:  # this level's live count is on the host already: feed its live nodes only
+                level = tree.trim(level, seen[-1][1])
             logits = self._draft_level(level, d, stats)
             fed = level.end - 1
         return fed
 
     def _draft_level(self, level: Level, depth: int, stats: GenerationStats) -> torch.Tensor:
-        """One batched draft forward over a whole level, under the tree mask."""
+        """One batched draft forward over a whole level (dead slots included), under the tree mask."""
         tree, base = self.tree, self.length
-        nodes = slice(level.start, level.end)
         positions = torch.full((level.size,), base - 1 + depth, device=self.device)
-        stats.draft_forwards += 1
-        return self._feed(self.draft, self.draft_cache, tree.tokens[nodes], base, positions, tree.block(level, 1))
+        return self._draft_feed(tree.tokens[level.start : level.end], base, stats, positions, tree.block(level, 1))
 
-    def _verify(self, stats: GenerationStats) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One target forward over the flattened tree; the accepted path, the bonus token, the target's argmax."""
+    def _verify(self, stats: GenerationStats) -> tuple[torch.Tensor, torch.Tensor]:
+        """One target forward over the compacted tree; the target's argmax after every node, and a finite flag."""
         tree, past = self.tree, self.length - 1
-        whole = Level(0, tree.size)
         positions = past + tree.depth[: tree.size]
         logits = self._feed(self.target, self.target_cache, tree.tokens[: tree.size], past, positions,
-                            tree.block(whole, 0))
+                            tree.block(Level(0, tree.size), 0))
         stats.target_forwards += 1
-        target_next = logits.argmax(-1)
-        return *tree.accept(target_next), target_next
-
-    def _keep(self, path: torch.Tensor, fed: int) -> None:
-        """Gather the accepted path's KV entries into place in both caches."""
-        root = self.length - 1
-        kv.keep_path(self.target_cache, root, path)
-        kv.keep_path(self.draft_cache, root, path[path <= fed])
-
+        return logits.argmax(-1), finite(logits)
