@@ -100,7 +100,7 @@ def test_stops_seen_late_change_nothing_but_draft_forwards(pair64, monkeypatch, 
 @pytest.mark.parametrize(("method", "params"), [("tree", {"depth": 8, "branch": 3, "threshold": 0.0, "max_nodes": 40}),
                                                 ("tree", {"depth": 6, "branch": 2, "max_nodes": 8, "lookup": 8})])
 def test_stops_seen_late_fit_a_static_draft_cache(pair64, monkeypatch, method, params):
-    """Late peeks feed the draft dead slots too: the pre-allocated draft cache is sized for them; tokens unchanged."""
+    """Late peeks feed the draft dead slots too; with a pre-allocated draft cache the tokens stay AR's."""
     prompt = repeating_prompts()[1]
     reference = build_decoder("ar", pair64.target).generate(prompt, 40).tokens
     monkeypatch.setattr(Peek, "seen", lambda self: [])
