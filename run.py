@@ -17,7 +17,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from spec_decode import sweep
-from spec_decode.runner import USER_ERRORS, ResultWriteError, run
+from spec_decode.runner import CONF_DIR, USER_ERRORS, ResultWriteError, run
 
 GROUPS = ("model", "method", "dataset", "experiment")
 log = logging.getLogger("run")
@@ -75,7 +75,7 @@ def report_failures(notes: list[dict]) -> None:
 
 
 if __name__ == "__main__":
-    problem = check_group_choices(sys.argv[1:], Path(__file__).parent / "conf")
+    problem = check_group_choices(sys.argv[1:], CONF_DIR)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
