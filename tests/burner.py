@@ -13,15 +13,21 @@ from contextlib import contextmanager
 
 import psutil
 
-SPIN = "import sys, time\nend = time.monotonic() + float(sys.argv[1])\nprint('spinning', flush=True)\n" \
-       "while time.monotonic() < end:\n    pass\n"
+SPIN = """import sys, time
+end = time.monotonic() + float(sys.argv[1])
+print('spinning', flush=True)
+while time.monotonic() < end:
+    pass
+"""
 # The launcher starts the spinner and exits at once: the spinner is then adopted by init, not by the test process.
-LAUNCH = "import subprocess, sys\np = subprocess.Popen([sys.executable, '-c', sys.argv[1], sys.argv[2]])\nprint(p.pid)\n"
+LAUNCH = """import subprocess, sys
+print(subprocess.Popen([sys.executable, '-c', sys.argv[1], sys.argv[2]]).pid)
+"""
 
 
 @contextmanager
 def burning(limit_s: float = 20.0) -> Iterator[int]:
-    """Spin one core in a detached process (it stops by itself after `limit_s`); yields once it spins, kills it after."""
+    """Spin one core in a detached process (it stops by itself after `limit_s`); yields its pid once it spins."""
     launcher = subprocess.Popen([sys.executable, "-c", LAUNCH, SPIN, str(limit_s)], stdout=subprocess.PIPE, text=True)
     pid = None
     try:
