@@ -181,8 +181,9 @@ def timed_load(samples: list[dict], threshold: float) -> dict | None:
 def busy_start_message(start: dict, threads: dict, threshold: float) -> str:
     """What the start probe found on a busy machine, and the thread count that would not contend with it."""
     fewer = max(1, start["usable_cores"] - math.ceil(start["other_cpu_cores"] - threshold))
-    advice = (f"re-run with threads={fewer} (or threads=1), or on a quieter machine" if threads["threads"] > fewer
-              else "measure on a quieter machine")
+    advice = "measure on a quieter machine"
+    if threads["threads"] > fewer:
+        advice = f"re-run with threads={fewer}{'' if fewer == 1 else ' (or threads=1)'}, or on a quieter machine"
     return (f"the machine is busy: other processes used {start['other_cpu_cores']:.2f} cores over the last "
             f"{start['other_cpu_window_s']:.1f} s (busy_threshold={threshold:g}), and torch runs "
             f"{threads['threads']} threads on {start['usable_cores']} usable cores; threads that share cores with "

@@ -277,18 +277,25 @@ def busy_warnings(payload: dict) -> list[str]:
     busy = [s for s in payload["summary"] if (s.get("other_cpu") or {}).get("busy")]
     if not busy:
         return []
-    host, cfg = payload["environment"].get("machine") or {}, payload["config"]
+    cfg = payload["config"]
     most = max(s["other_cpu"]["max_cores"] for s in busy)
     lines = [f"WARNING: other processes used the CPU while {', '.join(s['method'] for s in busy)} "
              f"{'was' if len(busy) == 1 else 'were'} timed (at least {most:.2f} cores; busy_threshold="
              f"{busy[0]['other_cpu']['threshold_cores']:g}): tok/s and speedups of this run may be unreliable.",
-             f"WARNING: re-run on a quieter machine, or with fewer torch threads than the cores other processes leave "
-             f"free (threads=1; this run used {payload['environment']['torch_threads']} threads of "
-             f"{host.get('usable_cores', '?')} usable cores); strict_quiet=true refuses to measure on a busy machine."]
+             f"WARNING: re-run on a quieter machine{_fewer_threads(payload['environment'])}; strict_quiet=true "
+             "refuses to measure on a busy machine."]
     if not cfg.get("interleave"):
         lines.append("WARNING: this run measured the methods one after another; interleave=true spreads such load "
                      "over all methods alike.")
     return lines
+
+
+def _fewer_threads(env: dict) -> str:
+    threads, usable = env["torch_threads"], (env.get("machine") or {}).get("usable_cores", "?")
+    if threads == 1:
+        return f" (this run used 1 thread of {usable} usable cores)"
+    return (f", or with fewer torch threads than the cores other processes leave free (threads=1; this run used "
+            f"{threads} threads of {usable} usable cores)")
 
 
 def _exactness_columns(s: dict) -> dict:

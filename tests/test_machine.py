@@ -196,7 +196,19 @@ def test_a_busy_interval_marks_the_method_and_warns(monkeypatch):
     warnings = busy_warnings(payload)
     assert warnings and all(line.startswith("WARNING: ") for line in warnings)
     assert "burn" in warnings[0] and "may be unreliable" in warnings[0]
-    assert "threads=1" in warnings[1] and "quieter machine" in warnings[1]
+    assert "quieter machine" in warnings[1] and "this run used 1 thread of" in warnings[1]
+
+
+def test_the_advice_names_fewer_threads_only_when_there_are_fewer():
+    busy = {"method": "linear", "other_cpu": {"busy": True, "max_cores": 0.9, "threshold_cores": 0.1}}
+    payload = {"summary": [busy], "config": {"interleave": False},
+               "environment": {"torch_threads": 4, "machine": {"usable_cores": 4}}}
+    warnings = busy_warnings(payload)
+    assert "threads=1; this run used 4 threads of 4 usable cores" in warnings[1]
+    assert "interleave=true" in warnings[2]
+    start = {"usable_cores": 4, "other_cpu_cores": 1.0, "other_cpu_window_s": 1.0}
+    assert "threads=3 (or threads=1)" in machine.busy_start_message(start, {"threads": 4}, 0.1)
+    assert "threads=" not in machine.busy_start_message(start, {"threads": 2}, 0.1).split("slow down")[1]
 
 
 def test_a_quiet_run_has_no_mark_and_no_warning():
