@@ -236,3 +236,21 @@ def test_strict_quiet_refuses_to_start_while_another_process_burns_cpu(tmp_path)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "the machine is busy" in errors[0] and "strict_quiet=true refuses" in errors[0]
     assert "warming up" not in proc.stdout + proc.stderr and not (tmp_path / "result.json").exists()
+
+
+def test_a_run_on_a_busy_machine_says_so_at_the_start_and_in_its_last_lines(tmp_path):
+    with burning(limit_s=120):
+        proc = subprocess.run([sys.executable, "run.py", "model=tiny", "dataset=builtin", "threads=1", "num_prompts=2",
+                               "repeats=1", "warmup=1", "max_new_tokens=150", "methods=[ar,linear]",
+                               f"results_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                              stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert "the machine is busy" in proc.stdout.split("warming up")[0]  # said before the measurement
+    assert lines[-2].startswith("WARNING: other processes used the CPU while ar, linear were timed")
+    assert lines[-1].startswith("WARNING: re-run on a quieter machine")
+    rows = [line.split() for line in lines if line.split()[:1] in (["ar"], ["linear"])]
+    assert len(rows) == 2 and all(row[-1] == "BUSY" for row in rows)
+    stored = json.loads((tmp_path / "result.json").read_text())
+    assert stored["environment"]["machine"]["busy_methods"] == ["ar", "linear"]
+    assert stored["environment"]["machine"]["start"]["busy"] is True
