@@ -21,12 +21,15 @@ TOLERANCE = 0.15
 
 
 def side_by_side(quiet: dict, busy: dict) -> pd.DataFrame:
-    """Per method: tok/s, speedup and others (cores) of both runs, the speedup ratio busy/quiet, the busy mark."""
+    """Per method: tok/s, speedup and others (cores) of both runs, the speedup ratio busy/quiet (also of the
+    per-prompt speedups, sp.ratios), the busy marks."""
     rows = []
     for q, b in zip(quiet["summary"], busy["summary"], strict=True):
         rows.append({"method": q["method"], "quiet tok/s": q["throughput"]["mean"],
                      "busy tok/s": b["throughput"]["mean"], "quiet speedup": q["speedup"], "busy speedup": b["speedup"],
-                     "busy/quiet": b["speedup"] / q["speedup"], "quiet others": _others(q), "busy others": _others(b),
+                     "busy/quiet": b["speedup"] / q["speedup"],
+                     "sp.ratios busy/quiet": b["speedup_mean_of_ratios"] / q["speedup_mean_of_ratios"],
+                     "quiet others": _others(q), "busy others": _others(b),
                      "quiet mark": _mark(q), "busy mark": _mark(b)})
     return pd.DataFrame(rows).set_index("method")
 

@@ -86,7 +86,8 @@ def _sequential(pair: ModelPair, methods: dict[str, tuple[str, dict]], prompts: 
 def _interleaved(pair: ModelPair, methods: dict[str, tuple[str, dict]], prompts: list[Prompt],
                  protocol: Protocol) -> dict[str, dict]:
     """Each prompt's rounds (one per repeat) run every method once, in an order rotated by one each round; samples
-    are compared with AR's tokens once the prompt's rounds are done, wherever AR ran in them."""
+    are compared with AR's tokens once the prompt's rounds are done, wherever AR ran in them. The machine's state
+    is recorded before and after the whole, and after each prompt."""
     before, start = machine.state(), machine.counters()
     measuring = {label: prepare(pair, name, params, prompts, protocol) for label, (name, params) in methods.items()}
     first_ar = next((m for m in measuring.values() if m.name == "ar"), None)
@@ -98,20 +99,28 @@ def _interleaved(pair: ModelPair, methods: dict[str, tuple[str, dict]], prompts:
         warm_up(m, pair, prompts, protocol)
     with tqdm(total=len(prompts) * protocol.repeats * len(measuring), desc="timed (interleaved)",
               leave=False) as bar:
-        for p, prompt in enumerate(prompts):
-            done, reference = [], None
-            for r in range(protocol.repeats):
-                for m in rotated(list(measuring.values()), p * protocol.repeats + r):
-                    done.append((m, measure(m, pair, p, r, prompt, protocol, None)))
-                    if m is first_ar and r == 0:
-                        reference = _reference(done[-1][1], pair)
-                    bar.update()
-            for m, sample in done:
-                if not (m is first_ar and sample["repeat"] == 0):  # the reference itself is not compared
-                    sample |= compare(sample["tokens"], reference)
+        per_prompt = [_interleaved_prompt(list(measuring.values()), first_ar, pair, p, prompt, protocol, bar)
+                      for p, prompt in enumerate(prompts)]
     memory = _memory(pair.target.device) | {"shared_by_interleaved_methods": True}
-    watched = _watched(before, start) | {"shared_by_interleaved_methods": True}
+    watched = _watched(before, start) | {"per_prompt": per_prompt, "shared_by_interleaved_methods": True}
     return {label: record(m, memory, watched) for label, m in measuring.items()}
+
+
+def _interleaved_prompt(measuring: list[Measurement], first_ar: Measurement | None, pair: ModelPair, p: int,
+                        prompt: Prompt, protocol: Protocol, bar: tqdm) -> dict:
+    """One prompt's rounds, compared with the reference once all have run; the machine after them, and other
+    processes' CPU during them."""
+    done, reference, start = [], None, machine.counters()
+    for r in range(protocol.repeats):
+        for m in rotated(measuring, p * protocol.repeats + r):
+            done.append((m, measure(m, pair, p, r, prompt, protocol, None)))
+            if m is first_ar and r == 0:
+                reference = _reference(done[-1][1], pair)
+            bar.update()
+    for m, sample in done:
+        if not (m is first_ar and sample["repeat"] == 0):  # the reference itself is not compared
+            sample |= compare(sample["tokens"], reference)
+    return {"prompt": p, **machine.state(), **machine.load(start, machine.counters())}
 
 
 def rotated(order: list, shift: int) -> list:

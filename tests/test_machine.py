@@ -170,6 +170,10 @@ def test_method_order_rotates_and_every_method_is_still_compared_with_ar(pair64,
         assert [s["exact_match"] for s in runs[label]["samples"]] == [1.0] * 6
         assert all(s["first_divergence"] is None and s["divergence_at_tie"] is None for s in runs[label]["samples"])
     assert [s["exact_match"] for s in runs["ar"]["samples"] if s["repeat"] == 0] == [None] * 3  # the reference
+    watched = runs["tree"]["machine"]
+    assert [w["prompt"] for w in watched["per_prompt"]] == [0, 1, 2] and watched["shared_by_interleaved_methods"]
+    assert all(w["other_cpu_cores"] >= 0 and len(w["load_avg"]) == 3 for w in watched["per_prompt"])
+    assert {"before", "after", "other_cpu_cores"} <= watched.keys()
 
 
 def _tiny_payload(runs: dict, prompts: list, interleave: bool = True) -> dict:
