@@ -176,6 +176,18 @@ def test_method_order_rotates_and_every_method_is_still_compared_with_ar(pair64,
     assert {"before", "after", "other_cpu_cores"} <= watched.keys()
 
 
+def test_sequential_runs_record_the_machine_before_and_after_each_method(pair):
+    prompts = [Prompt("", p) for p in random_prompts(2, seed=13)]
+    runs = run_methods(pair, {"ar": ("ar", {}), "linear": ("linear", {"k": 2})}, prompts,
+                       Protocol(max_new_tokens=8, warmup=1, repeats=1, interleave=False))
+    for run in runs.values():
+        watched = run["machine"]
+        assert watched["before"]["usable_cores"] >= 1 and len(watched["after"]["load_avg"]) == 3
+        assert watched["other_cpu_cores"] >= 0 and watched["other_cpu_window_s"] > 0
+        assert "per_prompt" not in watched and all(s["other_cpu_resolution"] > 0 for s in run["samples"])
+    assert [s["exact_match"] for s in runs["linear"]["samples"]] == [1.0, 1.0]
+
+
 def _tiny_payload(runs: dict, prompts: list, interleave: bool = True) -> dict:
     pair = tiny_pair()
     pair = dataclasses.replace(pair, info=pair.info | {"name": "tiny", "dtype": "float32"})
