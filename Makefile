@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN_ARGS ?=
 
-.PHONY: setup run bench test lint paper-figures paper-results reference-results
+.PHONY: setup run bench busy-check test lint paper-figures paper-results reference-results
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ run:
 bench:
 	$(PY) run.py experiment=bench $(RUN_ARGS)
 	$(PY) scripts/bench_ratios.py results/bench
+
+# Issue 12's check (~10 min on 2 cores, on an otherwise idle machine): the same comparison quiet and with a CPU
+# burner from halfway through; both summaries, the speedups' ratio and whether the busy run was flagged.
+busy-check:
+	PY=$(PY) scripts/busy_check.sh $(RUN_ARGS)
 
 test:
 	$(PY) -m pytest

@@ -1,4 +1,7 @@
-"""The benchmark protocol: one pair, the same prompts, AR first, warm-up then timed repeats per method."""
+"""The benchmark protocol: one pair, the same prompts, AR as the reference, warm-up then timed repeats per method.
+
+Every timed generation also records how much CPU other processes took meanwhile (spec_decode.machine).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import psutil
 import torch
 from tqdm.auto import tqdm
 
-from spec_decode import costmodel, metrics, static
+from spec_decode import costmodel, machine, metrics, static
 from spec_decode.data import Prompt
 from spec_decode.decoders import Decoder, build_decoder
 from spec_decode.models import ModelPair
@@ -21,7 +24,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Protocol:
-    """How much to generate and how often; `interleave` times every method on a prompt before the next prompt."""
+    """How much to generate and how often; `interleave` times every method on a prompt before the next prompt.
+
+    `busy_threshold`: other processes' CPU (cores) above which a timed region counts as busy; `strict_quiet`: then stop.
+    """
 
     max_new_tokens: int = 128
     warmup: int = 10
@@ -29,9 +35,11 @@ class Protocol:
     seed: int = 0
     profile: bool = False
     trace_rounds: int = 0
-    interleave: bool = False
+    interleave: bool = True
     static_cache: bool = False
     compile: bool = False
+    busy_threshold: float = 0.1
+    strict_quiet: bool = False
 
 
 @dataclass
@@ -55,10 +63,10 @@ class Reference:
 
 def run_methods(pair: ModelPair, methods: dict[str, tuple[str, dict]], prompts: list[Prompt],
                 protocol: Protocol) -> dict[str, dict]:
-    """Measure every method (AR first: its tokens are the reference); label -> run record.
+    """Measure every method (the first AR's tokens are the reference); label -> run record.
 
-    Sequential order measures one method after another; interleaved order runs every method on each
-    prompt in turn, so slow drifts of the machine (clocks, other tenants) fall on all methods alike.
+    Interleaved order (the default) runs every method on each prompt in turn, so slow drifts of the machine
+    (clocks, other tenants) fall on all methods alike; sequential order measures one method after another.
     """
     return (_interleaved if protocol.interleave else _sequential)(pair, methods, prompts, protocol)
 
@@ -77,6 +85,10 @@ def _sequential(pair: ModelPair, methods: dict[str, tuple[str, dict]], prompts: 
 
 def _interleaved(pair: ModelPair, methods: dict[str, tuple[str, dict]], prompts: list[Prompt],
                  protocol: Protocol) -> dict[str, dict]:
+    """Each prompt's rounds (one per repeat) run every method once, in an order rotated by one each round; samples
+    are compared with AR's tokens once the prompt's rounds are done, wherever AR ran in them. The machine's state
+    is recorded before and after the whole, and after each prompt."""
+    before, start = machine.state(), machine.counters()
     measuring = {label: prepare(pair, name, params, prompts, protocol) for label, (name, params) in methods.items()}
     first_ar = next((m for m in measuring.values() if m.name == "ar"), None)
     if first_ar is not None:
@@ -85,26 +97,45 @@ def _interleaved(pair: ModelPair, methods: dict[str, tuple[str, dict]], prompts:
     for label, m in measuring.items():
         log.info("warming up %s %s", label, m.decoder.params())
         warm_up(m, pair, prompts, protocol)
-    reference: dict[int, Reference] = {}
     with tqdm(total=len(prompts) * protocol.repeats * len(measuring), desc="timed (interleaved)",
               leave=False) as bar:
-        for p, prompt in enumerate(prompts):
-            for r in range(protocol.repeats):
-                for m in measuring.values():
-                    sample = measure(m, pair, p, r, prompt, protocol, reference.get(p))
-                    if m is first_ar and r == 0:
-                        reference[p] = _reference(sample, pair)
-                    bar.update()
+        per_prompt = [_interleaved_prompt(list(measuring.values()), first_ar, pair, p, prompt, protocol, bar)
+                      for p, prompt in enumerate(prompts)]
     memory = _memory(pair.target.device) | {"shared_by_interleaved_methods": True}
-    return {label: record(m, memory) for label, m in measuring.items()}
+    watched = _watched(before, start) | {"per_prompt": per_prompt, "shared_by_interleaved_methods": True}
+    return {label: record(m, memory, watched) for label, m in measuring.items()}
+
+
+def _interleaved_prompt(measuring: list[Measurement], first_ar: Measurement | None, pair: ModelPair, p: int,
+                        prompt: Prompt, protocol: Protocol, bar: tqdm) -> dict:
+    """One prompt's rounds, compared with the reference once all have run; the machine after them, and other
+    processes' CPU during them."""
+    done, reference, start = [], None, machine.counters()
+    for r in range(protocol.repeats):
+        for m in rotated(measuring, p * protocol.repeats + r):
+            done.append((m, measure(m, pair, p, r, prompt, protocol, None)))
+            if m is first_ar and r == 0:
+                reference = _reference(done[-1][1], pair)
+            bar.update()
+    for m, sample in done:
+        if not (m is first_ar and sample["repeat"] == 0):  # the reference itself is not compared
+            sample |= compare(sample["tokens"], reference)
+    return {"prompt": p, **machine.state(), **machine.load(start, machine.counters())}
+
+
+def rotated(order: list, shift: int) -> list:
+    """`order` rotated left by `shift`: round i of an interleaved run starts with method i mod n."""
+    shift %= max(len(order), 1)
+    return order[shift:] + order[:shift]
 
 
 def run_method(pair: ModelPair, name: str, params: dict, prompts: list[Prompt], protocol: Protocol,
                reference: dict[int, Reference] | None = None, record_margins: bool = False) -> dict:
-    """Warm up, then time `repeats` generations per prompt; raw samples plus memory and the knobs used.
+    """Warm up, then time `repeats` generations per prompt; raw samples plus memory, machine load and the knobs used.
 
     `record_margins` (the reference AR run): AR also records the target's top-2 logits per token (no host sync).
     """
+    before, start = machine.state(), machine.counters()
     m = prepare(pair, name, params, prompts, protocol)
     if record_margins:
         m.decoder.record_margins = True
@@ -115,7 +146,12 @@ def run_method(pair: ModelPair, name: str, params: dict, prompts: list[Prompt], 
             for r in range(protocol.repeats):
                 measure(m, pair, p, r, prompt, protocol, None if reference is None else reference[p])
                 bar.update()
-    return record(m, _memory(pair.target.device))
+    return record(m, _memory(pair.target.device), _watched(before, start))
+
+
+def _watched(before: dict, start: machine.Counters) -> dict:
+    """The machine before and after a measurement, and other processes' CPU over all of it (warm-up included)."""
+    return {"before": before, "after": machine.state(), **machine.load(start, machine.counters())}
 
 
 def prepare(pair: ModelPair, name: str, params: dict, prompts: list[Prompt], protocol: Protocol) -> Measurement:
@@ -139,17 +175,35 @@ def warm_up(m: Measurement, pair: ModelPair, prompts: list[Prompt], protocol: Pr
 
 def measure(m: Measurement, pair: ModelPair, prompt_index: int, repeat: int, prompt: Prompt, protocol: Protocol,
             reference: Reference | None) -> dict:
-    """One timed generation, appended to the method's samples."""
+    """One timed generation, appended to the method's samples with other processes' CPU during it.
+
+    With `strict_quiet`, a MachineBusyError when the method's timed regions so far show a busy machine.
+    """
     torch.manual_seed(protocol.seed + repeat)
+    start = machine.counters()
     out = m.decoder.generate(prompt.ids, protocol.max_new_tokens, pair.eos_token_id)
-    m.samples.append(_sample(prompt_index, repeat, out, reference, getattr(m.decoder, "top2", None)))
+    load = machine.load(start, machine.counters())
+    m.samples.append(_sample(prompt_index, repeat, out, reference, getattr(m.decoder, "top2", None)) | load)
+    if protocol.strict_quiet:
+        _stop_if_busy(m, prompt_index, protocol.busy_threshold)
     return m.samples[-1]
 
 
-def record(m: Measurement, memory: dict) -> dict:
-    """The run record of a measured method: knobs used, raw samples, memory, calibration check."""
+def _stop_if_busy(m: Measurement, prompt_index: int, threshold: float) -> None:
+    timed = machine.timed_load(m.samples, threshold)
+    if timed["busy"]:
+        raise machine.MachineBusyError(
+            f"the machine became busy: other processes used at least {timed['max_cores']:.2f} cores while {m.name} "
+            f"was timed (prompt {prompt_index}; busy_threshold={threshold:g}); strict_quiet=true stops here: re-run "
+            "on a quieter machine, or with strict_quiet=false to measure anyway (busy methods are flagged)")
+
+
+def record(m: Measurement, memory: dict, watched: dict | None = None) -> dict:
+    """The run record of a measured method: knobs used, raw samples, memory, machine load, calibration check."""
     run = {"method": m.name, "params": m.decoder.params(), "samples": m.samples, "memory": memory,
            "static_cache": static.label(m.decoder)}
+    if watched is not None:
+        run["machine"] = watched
     if m.calibration:
         measured = sum(s["new_tokens"] - 1 for s in m.samples) / sum(s["seconds"] - s["ttft_s"] for s in m.samples)
         m.calibration["measured_decode_tokens_per_s"] = measured

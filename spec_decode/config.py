@@ -48,7 +48,7 @@ KNOBS: dict[str, Knob] = {
     "max_new_tokens": Knob(int, 1), "num_prompts": Knob(int, 1), "repeats": Knob(int, 1), "warmup": Knob(int, 0),
     "seed": Knob(int, 0), "threads": Knob(int, 1, nullable=True), "trace_rounds": Knob(int, 0),
     "profile": Knob(bool), "interleave": Knob(bool), "overwrite": Knob(bool), "static_cache": Knob(bool),
-    "compile": Knob(bool),
+    "compile": Knob(bool), "busy_threshold": Knob(float, 0), "strict_quiet": Knob(bool),
     "dataset.min_tokens": Knob(int, 1), "dataset.max_tokens": Knob(int, 1),
 }
 # Checked where present (added by other parts of the harness, or optional in a group's file).

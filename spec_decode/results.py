@@ -147,8 +147,8 @@ def _show(flat: dict, key: str) -> str:
 _ABSENT = object()
 
 
-def environment(device: torch.device, dtype: str) -> dict:
-    """Versions, hardware, threads, host and git state: how the numbers were obtained."""
+def environment(device: torch.device, dtype: str, machine: dict | None = None) -> dict:
+    """Versions, hardware, threads, host and git state: how the numbers were obtained; `machine`: cores and load."""
     return {
         "packages": {name: _version(name) for name in PACKAGES},
         "python": platform.python_version(),
@@ -161,6 +161,7 @@ def environment(device: torch.device, dtype: str) -> dict:
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "git": _git_state(),
+        **({} if machine is None else {"machine": machine}),
     }
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from spec_decode import decoders, results, static
+from spec_decode import decoders, machine, results, static
 from spec_decode.bench import Protocol, run_methods
 from spec_decode.config import ConfigError, check_config, check_knob, check_method_knobs
 from spec_decode.data import DatasetError, load_prompts, read_lines
@@ -32,7 +32,8 @@ class ResultWriteError(RuntimeError):
 
 # Errors that end a run with one `error:` line (exit 2): the input, the data, the models or the numbers are wrong.
 USER_ERRORS = tuple(e for e in (ConfigError, ModelLoadError, DatasetError, results.ResultsDirError,
-                                getattr(decoders, "NonFiniteLogitsError", None)) if e is not None)
+                                machine.MachineBusyError, getattr(decoders, "NonFiniteLogitsError", None))
+                    if e is not None)
 
 
 def run(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Path:
@@ -44,38 +45,81 @@ def run(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Path:
     requested = OmegaConf.to_container(cfg, resolve=True)
     out = Path(cfg.results_dir).absolute() / results.RESULT_FILE
     if reusable(out, requested, cfg.overwrite):
-        print(summary_table(results.read(out)))
+        previous = results.read(out)
+        print(summary_table(previous))
         log.info("complete result of this configuration exists, reused: %s", out)
+        _print_lines(busy_warnings(previous))
         return out
     results.prepare_dir(out.parent)
     started_at = datetime.now(timezone.utc).isoformat(timespec="microseconds")
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
+    threads = set_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    probe_start = machine.counters()
     prompts = _prompts(cfg)
+    start = check_quiet(machine.probe(probe_start, cfg.busy_threshold), threads, cfg)
     pair = load_pair(cfg.model)
-    payload = _payload(requested, started_at, pair, prompts, run_methods(pair, methods, prompts, protocol))
+    runs = run_methods(pair, methods, prompts, protocol)
+    payload = _payload(requested, started_at, pair, prompts, runs, threads | {"start": start})
     print(summary_table(payload))
     save(out, payload)
     (out.parent / ERROR_FILE).unlink(missing_ok=True)
     log.info("results written to %s", out)
+    _print_lines(busy_warnings(payload))
     return out
 
 
-def _payload(config: dict, started_at: str, pair, prompts: list, runs: dict) -> dict:
-    """The result file's content: what was asked, where and how it ran, the raw samples and their summary."""
+def set_threads(requested: int | None) -> dict:
+    """Set torch's intra-op threads to `requested`, or (null) to the cores available to the process; the choice."""
+    threads = machine.choose_threads(requested)
+    torch.set_num_threads(threads["threads"])
+    return threads
+
+
+def check_quiet(start: dict, threads: dict, cfg: DictConfig) -> dict:
+    """The start probe's verdict: a busy machine stops a strict_quiet run, else it is said (with fewer threads)."""
+    if start["busy"]:
+        message = machine.busy_start_message(start, threads, cfg.busy_threshold)
+        if cfg.strict_quiet:
+            raise machine.MachineBusyError(f"{message}; strict_quiet=true refuses to measure (strict_quiet=false "
+                                           "measures anyway and flags the busy methods)")
+        log.warning(message)
+    return start
+
+
+def _print_lines(lines: list[str]) -> None:
+    for line in lines:
+        print(line)
+
+
+def _payload(config: dict, started_at: str, pair, prompts: list, runs: dict, host: dict | None = None) -> dict:
+    """The result file's content: what was asked, where and how it ran, the raw samples and their summary.
+
+    `host`: the thread choice and the start probe; the environment gets them with the cores and the load summary.
+    """
     baseline = next(iter(runs.values()))
+    threshold = config.get("busy_threshold", Protocol.busy_threshold)
+    summary = [summarize(run, baseline) | {"method": label, "other_cpu": machine.timed_load(run["samples"], threshold)}
+               for label, run in runs.items()]
     return {
         "schema_version": results.SCHEMA_VERSION,
         "complete": True,
         "started_at": started_at,
         "config": config,
-        "environment": results.environment(pair.target.device, pair.info["dtype"]),
+        "environment": results.environment(pair.target.device, pair.info["dtype"],
+                                           _machine_environment(host, summary, threshold)),
         "model": pair.info,
         "prompts": [{"text": p.text, "ids": p.ids} for p in prompts],
         "methods": runs,
-        "summary": [summarize(run, baseline) | {"method": label} for label, run in runs.items()],
+        "summary": summary,
     }
+
+
+def _machine_environment(host: dict | None, summary: list[dict], threshold: float) -> dict:
+    """Cores, thread choice, start probe, the state at the end, and the busiest timed region of the run."""
+    loads = [s["other_cpu"] for s in summary if s["other_cpu"]]
+    return {**machine.cores(), **(host or {}), "end": machine.state(), "busy_threshold": threshold,
+            "timed_max_other_cpu_cores": max((t["max_cores"] for t in loads), default=None),
+            "busy_methods": [s["method"] for s in summary if s["other_cpu"] and s["other_cpu"]["busy"]]}
 
 
 def reusable(out: Path, requested: dict, overwrite: bool) -> bool:
@@ -167,14 +211,15 @@ def _method_entry(cfg: DictConfig, entry, conf_dir: Path) -> tuple[str, str, dic
 
 def protocol_from(cfg: DictConfig, methods: dict[str, tuple[str, dict]] | None = None) -> Protocol:
     """The measurement protocol, its knobs checked (static_cache / compile against the device and `methods` too)."""
-    for key in ("max_new_tokens", "num_prompts", "repeats", "warmup", "seed", "profile", "trace_rounds", "interleave"):
+    for key in ("max_new_tokens", "num_prompts", "repeats", "warmup", "seed", "profile", "trace_rounds", "interleave",
+                "busy_threshold", "strict_quiet"):
         check_knob(key, cfg[key])
     try:
         static.validate(cfg.static_cache, cfg.compile, cfg.model.get("device", "cpu"), methods)
     except ValueError as err:
         raise ConfigError(str(err)) from err
     return Protocol(cfg.max_new_tokens, cfg.warmup, cfg.repeats, cfg.seed, cfg.profile, cfg.trace_rounds,
-                    cfg.interleave, cfg.static_cache, cfg.compile)
+                    cfg.interleave, cfg.static_cache, cfg.compile, cfg.busy_threshold, cfg.strict_quiet)
 
 
 def _dataset_cfg(dataset: DictConfig) -> dict:
@@ -187,7 +232,7 @@ def _dataset_cfg(dataset: DictConfig) -> dict:
 
 
 def summary_table(payload: dict) -> str:
-    """One screen: method, tok/s, speedup (three ways), acceptance, tokens/round, exact match."""
+    """One screen: method, tok/s, speedup (three ways), acceptance, tokens/round, exact match, machine load."""
     def num(value) -> float:
         return math.nan if value is None else value
 
@@ -197,7 +242,7 @@ def summary_table(payload: dict) -> str:
         "sp.ratios": num(s.get("speedup_mean_of_ratios")), "accept": num(s["acceptance_rate"]),
         "accept(depth)": num(s["acceptance_depth_level"]), "tok/round": num(s["tokens_per_round"]),
         "nodes/round": num(s["mean_tree_nodes"]), "exact": num(s["exact_match"]["mean"]),
-        **_exactness_columns(s), "compress": num(s["compressions"]["mean"]),
+        **_exactness_columns(s), "compress": num(s["compressions"]["mean"]), **_load_columns(s),
     } for s in payload["summary"]]
     model, env, cfg = payload["model"], payload["environment"], payload["config"]
     header = (f"model {model['name']} ({model['dtype']}, {env['device_name']}, {env['torch_threads']} threads); "
@@ -205,7 +250,52 @@ def summary_table(payload: dict) -> str:
               f"up to {cfg['max_new_tokens']} new tokens; speedup = mean tok/s over AR's (Spec-Bench), "
               "sp.totals = ratio of total tok/s, sp.ratios = mean per-prompt ratio")
     table = pd.DataFrame(rows).to_string(index=False, float_format=lambda x: f"{x:.3f}")
-    return "\n".join([header, table, *divergence_warnings(payload["summary"])])
+    return "\n".join([header, *_machine_header(env, cfg), table, *divergence_warnings(payload["summary"])])
+
+
+def _load_columns(s: dict) -> dict:
+    """others = other processes' mean CPU (cores) during the method's timed regions; busy = BUSY above threshold."""
+    load = s.get("other_cpu")
+    if not load:
+        return {"others": math.nan, "busy": "-"}
+    return {"others": load["mean_cores"], "busy": "BUSY" if load["busy"] else ""}
+
+
+def _machine_header(env: dict, cfg: dict) -> list[str]:
+    host = env.get("machine")
+    if not host:
+        return []
+    order = "interleaved" if cfg.get("interleave") else "sequential"
+    busiest = host["timed_max_other_cpu_cores"]
+    return [f"{order} order; {host['threads']} torch threads ({host['chosen_by']}); other processes during timing: "
+            f"{'n/a' if busiest is None else f'at least {busiest:.2f} cores'} at the busiest "
+            f"(others = mean cores; BUSY above busy_threshold={host['busy_threshold']:g})"]
+
+
+def busy_warnings(payload: dict) -> list[str]:
+    """The run's last lines when other processes took CPU during timing: which methods, how much, how to re-run."""
+    busy = [s for s in payload["summary"] if (s.get("other_cpu") or {}).get("busy")]
+    if not busy:
+        return []
+    cfg = payload["config"]
+    most = max(s["other_cpu"]["max_cores"] for s in busy)
+    lines = [f"WARNING: other processes used the CPU while {', '.join(s['method'] for s in busy)} "
+             f"{'was' if len(busy) == 1 else 'were'} timed (at least {most:.2f} cores; busy_threshold="
+             f"{busy[0]['other_cpu']['threshold_cores']:g}): tok/s and speedups of this run may be unreliable.",
+             f"WARNING: re-run on a quieter machine{_fewer_threads(payload['environment'])}; strict_quiet=true "
+             "refuses to measure on a busy machine."]
+    if not cfg.get("interleave"):
+        lines.append("WARNING: this run measured the methods one after another; interleave=true spreads such load "
+                     "over all methods alike.")
+    return lines
+
+
+def _fewer_threads(env: dict) -> str:
+    threads, usable = env["torch_threads"], (env.get("machine") or {}).get("usable_cores", "?")
+    if threads == 1:
+        return f" (this run used 1 thread of {usable} usable cores)"
+    return (f", or with fewer torch threads than the cores other processes leave free (threads=1; this run used "
+            f"{threads} threads of {usable} usable cores)")
 
 
 def _exactness_columns(s: dict) -> dict:

@@ -76,7 +76,8 @@ BAD_KNOBS = [("k", ""), ("k", 0), ("k", -1), ("k", 1.5), ("depth", 0), ("branch"
              ("threshold", "nan"), ("max_nodes", 0), ("cache_size", 0), ("max_new_tokens", "abc"), ("num_prompts", 0),
              ("repeats", 0), ("warmup", -1), ("seed", "abc"), ("threads", 0), ("threads", -1), ("profile", "maybe"),
              ("interleave", 1), ("overwrite", "yes"), ("trace_rounds", -1), ("dataset.min_tokens", 0),
-             ("dataset.max_tokens", "x"), ("static_cache", "yes"), ("compile", 2), ("model.trust_remote_code", "no")]
+             ("dataset.max_tokens", "x"), ("static_cache", "yes"), ("compile", 2), ("model.trust_remote_code", "no"),
+             ("busy_threshold", -0.1), ("busy_threshold", "x"), ("strict_quiet", "yes")]
 
 
 @pytest.mark.parametrize(("key", "value"), BAD_KNOBS)

@@ -8,12 +8,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
 from spec_decode.report import MODULES
 from spec_decode.report.__main__ import build_all, main
-from spec_decode.report.common import cell, experiment_rows
+from spec_decode.report.common import cell, experiment_rows, memory_mb
 from spec_decode.report.reported import load_reported
 from spec_decode.results import load_results
 
@@ -230,3 +231,9 @@ def test_experiment_defaults_to_the_study_pair_and_switches_from_the_command_lin
     assert study.experiment_name == experiment
     assert study.model.name == "pythia-2.8b_70m"
     assert tiny.model.name == "tiny"
+
+
+def test_an_interleaved_runs_shared_peak_memory_belongs_to_no_method():
+    rows = pd.DataFrame({"memory.peak_rss_mb": [100.0, 200.0], "memory.shared_by_interleaved_methods": [True, None]})
+    assert memory_mb(rows).isna().tolist() == [True, False]
+    assert memory_mb(rows.drop(columns="memory.shared_by_interleaved_methods")).tolist() == [100.0, 200.0]

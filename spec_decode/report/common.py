@@ -89,10 +89,12 @@ def require(rows: pd.DataFrame, what: str, experiment: str) -> pd.DataFrame:
 
 
 def memory_mb(rows: pd.DataFrame) -> pd.Series:
-    """Peak memory in MB: CUDA peak allocated on a GPU, peak process RSS on a CPU."""
+    """Peak memory in MB: CUDA peak allocated on a GPU, peak process RSS on a CPU; NaN where interleaved methods
+    shared one peak (it belongs to no single method)."""
+    shared = rows.get("memory.shared_by_interleaved_methods", pd.Series(False, index=rows.index)).eq(True)
     for column in ("memory.peak_allocated_mb", "memory.peak_rss_mb"):
         if column in rows and rows[column].notna().any():
-            return rows[column]
+            return rows[column].mask(shared)
     return pd.Series(math.nan, index=rows.index)
 
 
