@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import resource
 from dataclasses import dataclass, field
 
@@ -40,6 +41,7 @@ class Protocol:
     compile: bool = False
     busy_threshold: float = 0.1
     strict_quiet: bool = False
+    adapt_threads: bool = False  # threads=null: fewer threads once others take cores (interleaved order)
 
 
 @dataclass
@@ -108,19 +110,45 @@ def _interleaved(pair: ModelPair, methods: dict[str, tuple[str, dict]], prompts:
 
 def _interleaved_prompt(measuring: list[Measurement], first_ar: Measurement | None, pair: ModelPair, p: int,
                         prompt: Prompt, protocol: Protocol, bar: tqdm) -> dict:
-    """One prompt's rounds, compared with the reference once all have run; the machine after them, and other
-    processes' CPU during them."""
-    done, reference, start = [], None, machine.counters()
+    """One prompt's rounds, compared with the reference once all have run; the machine after them, other
+    processes' CPU during them, and any round re-measured with fewer threads (`adapt_threads`)."""
+    done, reference, start, adapted = [], None, machine.counters(), []
     for r in range(protocol.repeats):
-        for m in rotated(measuring, p * protocol.repeats + r):
-            done.append((m, measure(m, pair, p, r, prompt, protocol, None)))
+        order, round_start = rotated(measuring, p * protocol.repeats + r), machine.counters()
+        samples = [(m, measure(m, pair, p, r, prompt, protocol, None)) for m in order]
+        change = _fewer_threads(round_start, protocol) if protocol.adapt_threads else None
+        if change:  # the round ran while the machine changed: drop it, measure it again on the new thread count
+            adapted.append(change | {"repeat": r, "discarded": [_drop(m, sample) for m, sample in samples]})
+            samples = [(m, measure(m, pair, p, r, prompt, protocol, None)) for m in order]
+        for m, sample in samples:
             if m is first_ar and r == 0:
-                reference = _reference(done[-1][1], pair)
+                reference = _reference(sample, pair)
             bar.update()
+        done += samples
     for m, sample in done:
         if not (m is first_ar and sample["repeat"] == 0):  # the reference itself is not compared
             sample |= compare(sample["tokens"], reference)
-    return {"prompt": p, **machine.state(), **machine.load(start, machine.counters())}
+    return {"prompt": p, **machine.state(), **machine.load(start, machine.counters()), "threads_reduced": adapted}
+
+
+def _fewer_threads(round_start: machine.Counters, protocol: Protocol) -> dict | None:
+    """When other processes took cores during the round, leave them those cores: torch's threads would otherwise
+    spin against them (a 2-thread run on 2 cores with one busy ran 3-12x slower, unevenly across methods)."""
+    measured = machine.load(round_start, machine.counters())
+    others, threads = machine.lower_bound(measured), torch.get_num_threads()
+    if others <= protocol.busy_threshold or threads == 1:
+        return None
+    fewer = max(1, min(threads - 1, machine.usable_cores() - math.ceil(others)))
+    torch.set_num_threads(fewer)
+    log.warning("other processes used %.2f cores during a timed round: torch threads %d -> %d", others, threads, fewer)
+    return {"from_threads": threads, "to_threads": fewer, "other_cpu_cores": measured["other_cpu_cores"]}
+
+
+def _drop(m: Measurement, sample: dict) -> dict:
+    """Remove a sample from the method's samples (kept, without its tokens, in the prompt's record)."""
+    m.samples.remove(sample)
+    return {"method": m.name, "seconds": sample["seconds"], "new_tokens": sample["new_tokens"],
+            "other_cpu_cores": sample["other_cpu_cores"]}
 
 
 def rotated(order: list, shift: int) -> list:

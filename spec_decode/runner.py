@@ -219,7 +219,8 @@ def protocol_from(cfg: DictConfig, methods: dict[str, tuple[str, dict]] | None =
     except ValueError as err:
         raise ConfigError(str(err)) from err
     return Protocol(cfg.max_new_tokens, cfg.warmup, cfg.repeats, cfg.seed, cfg.profile, cfg.trace_rounds,
-                    cfg.interleave, cfg.static_cache, cfg.compile, cfg.busy_threshold, cfg.strict_quiet)
+                    cfg.interleave, cfg.static_cache, cfg.compile, cfg.busy_threshold, cfg.strict_quiet,
+                    adapt_threads=cfg.threads is None and not cfg.strict_quiet)
 
 
 def _dataset_cfg(dataset: DictConfig) -> dict:
@@ -277,6 +278,7 @@ def busy_warnings(payload: dict) -> list[str]:
     busy = [s for s in payload["summary"] if (s.get("other_cpu") or {}).get("busy")]
     if not busy:
         return []
+    reduced = [c | {"prompt": p["prompt"]} for p in _per_prompt(payload) for c in p.get("threads_reduced", [])]
     cfg = payload["config"]
     most = max(s["other_cpu"]["max_cores"] for s in busy)
     lines = [f"WARNING: other processes used the CPU while {', '.join(s['method'] for s in busy)} "
@@ -284,10 +286,20 @@ def busy_warnings(payload: dict) -> list[str]:
              f"{busy[0]['other_cpu']['threshold_cores']:g}): tok/s and speedups of this run may be unreliable.",
              f"WARNING: re-run on a quieter machine{_fewer_threads(payload['environment'])}; strict_quiet=true "
              "refuses to measure on a busy machine."]
+    lines += [f"WARNING: other processes took {c['other_cpu_cores']:.2f} cores during prompt {c['prompt']} "
+              f"(repeat {c['repeat']}): torch threads {c['from_threads']} -> {c['to_threads']} from there on, and "
+              "that round was measured again (threads=null adapts; its discarded samples are in the result)"
+              for c in reduced]
     if not cfg.get("interleave"):
         lines.append("WARNING: this run measured the methods one after another; interleave=true spreads such load "
                      "over all methods alike.")
     return lines
+
+
+def _per_prompt(payload: dict) -> list[dict]:
+    """The interleaved run's per-prompt machine records (the same in every method's record)."""
+    runs = payload.get("methods") or {}
+    return next(iter(runs.values()), {}).get("machine", {}).get("per_prompt", [])
 
 
 def _fewer_threads(env: dict) -> str:

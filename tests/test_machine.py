@@ -270,3 +270,27 @@ def test_a_run_on_a_busy_machine_says_so_at_the_start_and_in_its_last_lines(tmp_
     stored = json.loads((tmp_path / "result.json").read_text())
     assert stored["environment"]["machine"]["busy_methods"] == ["ar", "linear"]
     assert stored["environment"]["machine"]["start"]["busy"] is True
+
+
+@pytest.mark.skipif(machine.usable_cores() < 2, reason="needs 2 usable cores to have threads to give up")
+def test_threads_null_gives_cores_back_and_measures_the_round_again(monkeypatch):
+    """Interleaved, threads=null: a round during which others took a core is dropped and re-measured on fewer
+    threads; the dropped samples are kept in the prompt's record, and the run's last lines say so."""
+    monkeypatch.setitem(decoders.DECODERS, "burn", BurnWhileTimed)
+    pair, prompts = tiny_pair(), [Prompt("", p) for p in random_prompts(2, seed=15)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        runs = run_methods(pair, {"ar": ("ar", {}), "burn": ("burn", {})}, prompts,
+                           Protocol(max_new_tokens=16, warmup=0, repeats=1, adapt_threads=True))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    first, second = runs["ar"]["machine"]["per_prompt"]
+    assert [(c["from_threads"], c["to_threads"]) for c in first["threads_reduced"]] == [(2, 1)]
+    assert sorted(d["method"] for d in first["threads_reduced"][0]["discarded"]) == ["ar", "burn"]
+    assert second["threads_reduced"] == []  # already at one thread
+    assert all(len(run["samples"]) == 2 for run in runs.values())
+    assert runs["burn"]["samples"][0]["exact_match"] == 1.0
+    warnings = busy_warnings(_tiny_payload(runs, prompts))
+    assert any("torch threads 2 -> 1" in line and "measured again" in line for line in warnings)
