@@ -78,10 +78,10 @@ def _sequential(pair: ModelPair, methods: dict[str, tuple[str, dict]], prompts: 
     runs, reference = {}, None
     for label, (name, params) in methods.items():
         log.info("measuring %s %s", label, params)
-        is_reference = name == "ar" and reference is None
-        runs[label] = run_method(pair, name, params, prompts, protocol, reference, record_margins=is_reference)
-        if is_reference:
-            reference = {s["prompt"]: _reference(s, pair) for s in runs[label]["samples"] if s["repeat"] == 0}
+        runs[label] = run_method(pair, name, params, prompts, protocol, reference)
+        if name == "ar" and reference is None:
+            reference = {s["prompt"]: _reference(s, prompts[s["prompt"]], pair)
+                         for s in runs[label]["samples"] if s["repeat"] == 0}
     return runs
 
 
@@ -93,8 +93,6 @@ def _interleaved(pair: ModelPair, methods: dict[str, tuple[str, dict]], prompts:
     before, start = machine.state(), machine.counters()
     measuring = {label: prepare(pair, name, params, prompts, protocol) for label, (name, params) in methods.items()}
     first_ar = next((m for m in measuring.values() if m.name == "ar"), None)
-    if first_ar is not None:
-        first_ar.decoder.record_margins = True
     _reset_memory(pair.target.device)
     for label, m in measuring.items():
         log.info("warming up %s %s", label, m.decoder.params())
@@ -122,7 +120,7 @@ def _interleaved_prompt(measuring: list[Measurement], first_ar: Measurement | No
             samples = [(m, measure(m, pair, p, r, prompt, protocol, None)) for m in order]
         for m, sample in samples:
             if m is first_ar and r == 0:
-                reference = _reference(sample, pair)
+                reference = _reference(sample, prompt, pair)
             bar.update()
         done += samples
     for m, sample in done:
@@ -158,15 +156,10 @@ def rotated(order: list, shift: int) -> list:
 
 
 def run_method(pair: ModelPair, name: str, params: dict, prompts: list[Prompt], protocol: Protocol,
-               reference: dict[int, Reference] | None = None, record_margins: bool = False) -> dict:
-    """Warm up, then time `repeats` generations per prompt; raw samples plus memory, machine load and the knobs used.
-
-    `record_margins` (the reference AR run): AR also records the target's top-2 logits per token (no host sync).
-    """
+               reference: dict[int, Reference] | None = None) -> dict:
+    """Warm up, then time `repeats` generations per prompt; raw samples plus memory, machine load and the knobs used."""
     before, start = machine.state(), machine.counters()
     m = prepare(pair, name, params, prompts, protocol)
-    if record_margins:
-        m.decoder.record_margins = True
     _reset_memory(pair.target.device)
     warm_up(m, pair, prompts, protocol)
     with tqdm(total=len(prompts) * protocol.repeats, desc=f"{name} timed", leave=False) as bar:
@@ -211,7 +204,7 @@ def measure(m: Measurement, pair: ModelPair, prompt_index: int, repeat: int, pro
     start = machine.counters()
     out = m.decoder.generate(prompt.ids, protocol.max_new_tokens, pair.eos_token_id)
     load = machine.load(start, machine.counters())
-    m.samples.append(_sample(prompt_index, repeat, out, reference, getattr(m.decoder, "top2", None)) | load)
+    m.samples.append(_sample(prompt_index, repeat, out, reference) | load)
     if protocol.strict_quiet:
         _stop_if_busy(m, prompt_index, protocol.busy_threshold)
     return m.samples[-1]
@@ -262,17 +255,26 @@ def calibrate_budget(pair: ModelPair, name: str, params: dict, prompts: list[Pro
             "probe": {"depth": params["depth"], "max_nodes": params["max_nodes"]}}
 
 
-def _sample(prompt_index: int, repeat: int, out, reference: Reference | None,
-            top2: list[list[float]] | None = None) -> dict:
-    """One raw sample; the reference AR run's samples also carry the target's top-2 logits per token."""
+def _sample(prompt_index: int, repeat: int, out, reference: Reference | None) -> dict:
+    """One raw sample, compared with AR's tokens when the reference is known."""
     stats = out.stats.to_dict()
-    sample = {"prompt": prompt_index, "repeat": repeat, "new_tokens": len(out.tokens), "seconds": stats.pop("total_s"),
-              "ttft_s": stats.pop("ttft_s"), "tokens": out.tokens, **compare(out.tokens, reference), **stats}
-    return sample if top2 is None else sample | {"top2_logits": top2}
+    return {"prompt": prompt_index, "repeat": repeat, "new_tokens": len(out.tokens), "seconds": stats.pop("total_s"),
+            "ttft_s": stats.pop("ttft_s"), "tokens": out.tokens, **compare(out.tokens, reference), **stats}
 
 
-def _reference(sample: dict, pair: ModelPair) -> Reference:
+def _reference(sample: dict, prompt: Prompt, pair: ModelPair) -> Reference:
+    """AR's sample as the reference, with the target's top-2 logits at each of its tokens (kept in the sample)."""
+    sample["top2_logits"] = top2_logits(pair.target, prompt.ids, sample["tokens"])
     return Reference(sample["tokens"], sample["top2_logits"], str(pair.target.dtype).removeprefix("torch."))
+
+
+@torch.inference_mode()
+def top2_logits(target, prompt_ids, tokens: list[int]) -> list[list[float]]:
+    """The target's top-2 logits before each of `tokens`: one forward over prompt + tokens, outside every timed
+    region (so AR's timing carries no extra work); a full forward rounds like AR's steps up to kernel order."""
+    ids = torch.as_tensor([*list(prompt_ids), *tokens[:-1]], dtype=torch.long, device=target.device)[None]
+    logits = target(input_ids=ids, logits_to_keep=len(tokens)).logits[0]
+    return logits.float().topk(2, dim=-1).values.tolist()
 
 
 def compare(tokens: list[int], reference: Reference | None) -> dict:

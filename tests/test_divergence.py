@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from spec_decode import decoders
-from spec_decode.bench import Protocol, Reference, compare, first_divergence, run_methods
+from spec_decode.bench import Protocol, Reference, compare, first_divergence, run_methods, top2_logits
 from spec_decode.data import Prompt
 from spec_decode.decoders import Generation, build_decoder
 from spec_decode.metrics import summarize, tie_epsilon
@@ -99,6 +99,18 @@ def test_recorded_margins_are_the_targets_top2_and_leave_tokens_alone(pair64):
         with torch.inference_mode():
             logits = pair64.target(torch.tensor([prompt + plain[:i]])).logits[0, -1]
         assert ar.top2[i] == pytest.approx(logits.topk(2).values.tolist(), rel=1e-6)
+
+
+def test_the_benchmark_takes_margins_from_one_untimed_forward_equal_to_ars_steps(pair64):
+    """The reference's top-2 logits come from a forward outside the timers; they equal AR's per-step ones."""
+    prompt = random_prompts(1, seed=5)[0]
+    ar = build_decoder("ar", pair64.target)
+    ar.record_margins = True
+    tokens = ar.generate(prompt, 12).tokens
+    flat = sum(ar.top2, [])
+    assert sum(top2_logits(pair64.target, prompt, tokens), []) == pytest.approx(flat, rel=1e-6)
+    runs = run_methods(pair64, {"ar": ("ar", {})}, [Prompt("", prompt)], Protocol(max_new_tokens=12, warmup=0))
+    assert sum(runs["ar"]["samples"][0]["top2_logits"], []) == pytest.approx(flat, rel=1e-6)
 
 
 def test_a_flip_at_an_exact_tie_counts_as_tie(monkeypatch):

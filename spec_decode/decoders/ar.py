@@ -10,9 +10,10 @@ from spec_decode.decoders.base import Decoder, Generation, GenerationStats, Roun
 class AutoregressiveDecoder(Decoder):
     """One target forward per token.
 
-    With `record_margins` (set by the benchmark on its reference run) every step also keeps the target's top-2
+    With `record_margins` (off by default; for diagnostics and tests) every step also keeps the target's top-2
     logits on the device, in a buffer read once after the generation: `top2` then holds one (top-1, top-2) pair
-    per emitted token, the evidence that tells a near-tie flip from a bug. Tokens never change.
+    per emitted token. Tokens never change. The benchmark does not use it: it takes the reference's margins from
+    one untimed forward (`bench.top2_logits`), so AR's timed steps do no extra work.
     """
 
     name = "ar"
