@@ -246,12 +246,18 @@ def summary_table(payload: dict) -> str:
         **_exactness_columns(s), "compress": num(s["compressions"]["mean"]), **_load_columns(s),
     } for s in payload["summary"]]
     model, env, cfg = payload["model"], payload["environment"], payload["config"]
-    header = (f"model {model['name']} ({model['dtype']}, {env['device_name']}, {env['torch_threads']} threads); "
+    header = (f"model {model['name']} ({model['dtype']}, {env['device_name']}, {_threads(env)}); "
               f"dataset {cfg['dataset']['name']}: {len(payload['prompts'])} prompts x {cfg['repeats']} repeats, "
               f"up to {cfg['max_new_tokens']} new tokens; speedup = mean tok/s over AR's (Spec-Bench), "
               "sp.totals = ratio of total tok/s, sp.ratios = mean per-prompt ratio")
     table = pd.DataFrame(rows).to_string(index=False, float_format=lambda x: f"{x:.3f}")
     return "\n".join([header, *_machine_header(env, cfg), table, *divergence_warnings(payload["summary"])])
+
+
+def _threads(env: dict) -> str:
+    """torch's threads: "2 threads", or "2 -> 1 threads" when threads=null gave cores back during the run."""
+    first, last = (env.get("machine") or {}).get("threads", env["torch_threads"]), env["torch_threads"]
+    return f"{first} threads" if first == last else f"{first} -> {last} threads"
 
 
 def _load_columns(s: dict) -> dict:
