@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -37,3 +41,13 @@ def random_prompts(count: int, seed: int, vocab: int = 256, lengths: tuple[int, 
     gen = torch.Generator().manual_seed(seed)
     sizes = torch.randint(lengths[0], lengths[1] + 1, (count,), generator=gen).tolist()
     return [torch.randint(0, vocab, (n,), generator=gen).tolist() for n in sizes]
+
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["model=tiny", "dataset=builtin", "threads=1", "num_prompts=2", "repeats=1", "warmup=1", "max_new_tokens=12"]
+
+
+def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    """`python run.py ARGS` in the project root, output captured, no stdin."""
+    return subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          stdin=subprocess.DEVNULL, **kwargs)

@@ -7,8 +7,7 @@ import torch
 
 from spec_decode.decoders import build_decoder
 from spec_decode.models import ModelLoadError, check_attention, load_pair, tiny_pair
-from tests.conftest import random_prompts
-from tests.test_cli import FAST, run_cli
+from tests.conftest import FAST, random_prompts, run_cli
 
 MASKED = ["tree", "streaming_tree", "streaming_linear", "streaming_ar"]
 

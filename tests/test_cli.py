@@ -7,7 +7,6 @@ import os
 import resource
 import stat
 import subprocess
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -16,14 +15,7 @@ import pytest
 
 from spec_decode.models import byte_tokenizer
 from spec_decode.results import RESULT_FILE, load_results
-
-ROOT = Path(__file__).resolve().parents[1]
-FAST = ["model=tiny", "dataset=builtin", "threads=1", "num_prompts=2", "repeats=1", "warmup=1", "max_new_tokens=12"]
-
-
-def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          stdin=subprocess.DEVNULL, **kwargs)
+from tests.conftest import FAST, run_cli
 
 
 def error_lines(proc: subprocess.CompletedProcess) -> list[str]:

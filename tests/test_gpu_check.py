@@ -9,7 +9,7 @@ import sys
 import pandas as pd
 import pytest
 
-from tests.test_cli import ROOT
+from tests.conftest import ROOT
 
 
 @pytest.mark.slow

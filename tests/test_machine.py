@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,9 +21,7 @@ from spec_decode.decoders import build_decoder
 from spec_decode.models import tiny_pair
 from spec_decode.runner import CONF_DIR, _payload, busy_warnings, protocol_from, summary_table
 from tests.burner import burning
-from tests.conftest import random_prompts
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import FAST, ROOT, random_prompts, run_cli
 
 
 def compose_cfg(*overrides: str):
@@ -244,10 +241,7 @@ def test_strict_quiet_stops_when_the_machine_becomes_busy(monkeypatch):
 
 def test_strict_quiet_refuses_to_start_while_another_process_burns_cpu(tmp_path):
     with burning(limit_s=120):
-        proc = subprocess.run([sys.executable, "run.py", "model=tiny", "dataset=builtin", "threads=1", "num_prompts=2",
-                               "repeats=1", "warmup=1", "max_new_tokens=12", "strict_quiet=true",
-                               f"results_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                              stdin=subprocess.DEVNULL)
+        proc = run_cli(*FAST, "strict_quiet=true", f"results_dir={tmp_path}")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "the machine is busy" in errors[0] and "strict_quiet=true refuses" in errors[0]
@@ -256,10 +250,7 @@ def test_strict_quiet_refuses_to_start_while_another_process_burns_cpu(tmp_path)
 
 def test_a_run_on_a_busy_machine_says_so_at_the_start_and_in_its_last_lines(tmp_path):
     with burning(limit_s=120):
-        proc = subprocess.run([sys.executable, "run.py", "model=tiny", "dataset=builtin", "threads=1", "num_prompts=2",
-                               "repeats=1", "warmup=1", "max_new_tokens=150", "methods=[ar,linear]",
-                               f"results_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                              stdin=subprocess.DEVNULL)
+        proc = run_cli(*FAST, "max_new_tokens=150", "methods=[ar,linear]", f"results_dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.strip().splitlines()
     assert "the machine is busy" in proc.stdout.split("warming up")[0]  # said before the measurement

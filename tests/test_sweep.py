@@ -8,20 +8,15 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import psutil
 
 from spec_decode import sweep
 from spec_decode.results import RESULT_FILE, load_results
+from tests.conftest import ROOT, run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
+# smaller than tests.conftest.FAST: one prompt, no warm-up (sweeps run many configurations)
 FAST = ["model=tiny", "dataset=builtin", "threads=1", "num_prompts=1", "repeats=1", "warmup=0", "max_new_tokens=8"]
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          stdin=subprocess.DEVNULL)
 
 
 def test_a_failing_grid_point_is_recorded_and_the_sweep_goes_on(tmp_path):
