@@ -24,6 +24,7 @@ class LinearDecoder(SpeculativeDecoder):
         super().__init__(target, draft, cache_size, sink)
         self.validate(k, confidence, cache_size, sink)
         self.k, self.confidence = k, confidence
+        self._peek = Peek(self.device, k)
 
     @property
     def lookahead(self) -> int:
@@ -69,7 +70,7 @@ class LinearDecoder(SpeculativeDecoder):
         """
         logits = self._draft_catch_up(stats)
         drafts, doubts = [], []
-        peek = Peek(self.device, k) if self.confidence > 0 else None
+        peek = self._peek.reset() if self.confidence > 0 else None
         for i in range(k):
             drafts.append(logits.argmax())
             if i == k - 1:

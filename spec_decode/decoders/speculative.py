@@ -61,8 +61,13 @@ class Peek:
         self.cuda = device.type == "cuda"
         self.host = torch.zeros(max(size, 1), width, dtype=torch.long, pin_memory=self.cuda)
         self.host._host_mirror = True  # marks the reads tests/test_syncs.py counts as peeks, not syncs
+        self.reset()
+
+    def reset(self) -> Peek:
+        """Forget the posted rows (the pinned buffer is kept: pinning memory is slow, so a decoder allocates once)."""
         self.events: list = []
         self.ready = 0
+        return self
 
     def post(self, values: torch.Tensor) -> None:
         self.host[len(self.events)].copy_(values.reshape(-1), non_blocking=True)

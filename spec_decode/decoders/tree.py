@@ -43,6 +43,7 @@ class TreeDecoder(SpeculativeDecoder):
         capacity = max_tree_nodes(depth, branch, max_nodes)
         self._level_slots = sum(level_slots(depth, branch, capacity))
         self.tree = TokenTree(capacity, self.device, reserve=lookup, slots=self._level_slots)
+        self._peek = Peek(self.device, depth, width=2)
 
     @property
     def lookahead(self) -> int:
@@ -126,7 +127,7 @@ class TreeDecoder(SpeculativeDecoder):
         tree, root = self.tree, self.length - 1
         level = tree.reset(self.committed[root])
         logits = self._draft_catch_up(stats)[None]
-        peek, allow, fed = Peek(self.device, depth, width=2), None, 0
+        peek, allow, fed = self._peek.reset(), None, 0
         for d in range(1, depth + 1):
             level = tree.grow(level, logits, self.branch, self.threshold, allow)
             if d == depth or level.size == 0:
