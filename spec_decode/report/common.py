@@ -21,11 +21,13 @@ class MissingData(LookupError):
 
 @dataclass
 class Table:
-    """A numeric table, which columns have a best value ('max' or 'min'), and decimals per column."""
+    """A numeric table, which columns have a best value ('max' or 'min'), decimals per column, and the rows (by
+    position) left out of the best (e.g. published reference rows beside this harness's own)."""
 
     frame: pd.DataFrame
     best: dict[str, str] = field(default_factory=dict)
     digits: dict[str, int] = field(default_factory=dict)
+    unranked: list[int] = field(default_factory=list)
 
 
 def command(experiment: str) -> str:
@@ -129,7 +131,7 @@ def _formatted(table: Table) -> pd.DataFrame:
     frame = table.frame.reset_index(drop=True)
     text = pd.DataFrame({c: [cell(v, table.digits.get(c, 2)) for v in frame[c]] for c in frame.columns})
     for column, how in table.best.items():
-        values = pd.to_numeric(frame[column], errors="coerce")
+        values = pd.to_numeric(frame[column], errors="coerce").drop(index=table.unranked)
         if values.notna().any():
             best = values.max() if how == "max" else values.min()
             for i in values.index[values == best]:
