@@ -28,7 +28,7 @@ def group(speedup: float) -> dict:
             "acceptance_rate": 0.5, "exact_match": 1.0, "samples": 10, "prompts": 10}
 
 
-def write_run(folder, categories=tuple(CATEGORY_SPEEDUPS["ar"]), by_category=True):
+def write_run(folder, categories=tuple(CATEGORY_SPEEDUPS["ar"]), by_category=True, families=FAMILIES):
     """A complete spec_bench result over `categories` (without the by_category block when by_category=False)."""
     summary = []
     for label, per_category in CATEGORY_SPEEDUPS.items():
@@ -40,7 +40,7 @@ def write_run(folder, categories=tuple(CATEGORY_SPEEDUPS["ar"]), by_category=Tru
            "config": {"experiment_name": "spec_bench", "model": {"name": "tiny"}, "dataset": {"name": "spec_bench"},
                       "max_new_tokens": 16},
            "environment": {"device_name": "cpu", "dtype": "float32"},
-           "methods": {label: {"method": FAMILIES[label], "params": {}} for label in CATEGORY_SPEEDUPS},
+           "methods": {label: {"method": families[label], "params": {}} for label in CATEGORY_SPEEDUPS},
            "summary": summary}
     write_atomic(folder / "result.json", run)
     return load_results(folder)
@@ -102,11 +102,8 @@ def test_figure_has_one_bar_per_method_and_category(tmp_path):
 
 
 def test_methods_sharing_a_colour_differ_by_hatch(tmp_path):
-    FAMILIES["tree_lookup"] = "linear"
-    try:
-        ax = fig11_spec_bench.figures(write_run(tmp_path))["fig11_spec_bench"].axes[0]
-    finally:
-        FAMILIES["tree_lookup"] = "tree"
+    df = write_run(tmp_path, families={**FAMILIES, "tree_lookup": "linear"})
+    ax = fig11_spec_bench.figures(df)["fig11_spec_bench"].axes[0]
     bars = {p.get_label(): p for p in ax.containers}
     assert bars["tree_lookup"].patches[0].get_facecolor() == bars["linear_k4"].patches[0].get_facecolor()
     assert bars["tree_lookup"].patches[0].get_hatch() != bars["linear_k4"].patches[0].get_hatch()
