@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from spec_decode.decoders.base import Decoder, Generation, GenerationStats, Round
+from spec_decode.decoders.base import Decoder, Generation, GenerationStats, Round, StopIds
 
 
 class AutoregressiveDecoder(Decoder):
@@ -25,7 +25,7 @@ class AutoregressiveDecoder(Decoder):
         self.top2: list[list[float]] | None = None
 
     def generate(self, prompt_ids: torch.Tensor | list[int], max_new_tokens: int,
-                 eos_token_id: int | None = None) -> Generation:
+                 eos_token_id: StopIds = None) -> Generation:
         out = super().generate(prompt_ids, max_new_tokens, eos_token_id)
         self.top2 = self._top2[: len(out.tokens)].tolist() if self.record_margins else None  # after the timers
         return out

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Collection
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
 from spec_decode import kv, static
+
+StopIds = int | Collection[int] | None  # the token(s) that end a generation
 
 
 @dataclass
@@ -44,6 +47,16 @@ class GenerationStats:
 
     def to_dict(self) -> dict:
         return asdict(self) | {"rounds": self.rounds, "drafted": self.drafted, "accepted": self.accepted}
+
+    @classmethod
+    def joined(cls, parts: list[GenerationStats]) -> GenerationStats:
+        """The statistics of consecutive generations (a conversation's turns): per-round lists concatenated, counts
+        and times summed (`ttft_s` = the turns' times to their first tokens together)."""
+        out = cls()
+        for f in fields(cls):
+            values = [getattr(p, f.name) for p in parts]
+            setattr(out, f.name, sum(values, []) if isinstance(values[0], list) else sum(values))
+        return out
 
     def add(self, done: Round, seconds: float, cache_length: int | None, forward_s: dict | None) -> None:
         """Record one round: what it emitted and drafted, its time, and (when known) cache size and forward times."""
@@ -171,8 +184,9 @@ class Decoder:
 
     @torch.inference_mode()
     def generate(self, prompt_ids: torch.Tensor | list[int], max_new_tokens: int,
-                 eos_token_id: int | None = None) -> Generation:
-        """Greedy continuation of `prompt_ids`, stopping after EOS or `max_new_tokens` tokens."""
+                 eos_token_id: StopIds = None) -> Generation:
+        """Greedy continuation of `prompt_ids`, stopping after a stop token (`eos_token_id`: one id or several, e.g.
+        EOS and the chat end-of-turn token) or `max_new_tokens` tokens."""
         prompt = torch.as_tensor(prompt_ids, dtype=torch.long, device=self.device).reshape(-1)
         if prompt.numel() < 1:
             raise ValueError("the prompt must hold at least one token")
@@ -345,12 +359,18 @@ def check_streaming(cache_size: int | None, sink: int, lookahead: int, needed: i
                          f"needs cache_size >= {sink + lookahead + needed - 1}")
 
 
-def _finished(tokens: list[int], max_new_tokens: int, eos_token_id: int | None) -> bool:
-    return len(tokens) >= max_new_tokens or (eos_token_id is not None and tokens[-1] == eos_token_id)
+def stop_set(eos_token_id: StopIds) -> frozenset[int]:
+    """The stop tokens as a set: none, one id, or a collection of ids."""
+    if eos_token_id is None:
+        return frozenset()
+    return frozenset([eos_token_id] if isinstance(eos_token_id, int) else eos_token_id)
 
 
-def truncate_at_eos(new: list[int], eos_token_id: int | None) -> list[int]:
-    """Cut a round's tokens just after the first EOS."""
-    if eos_token_id is not None and eos_token_id in new:
-        return new[: new.index(eos_token_id) + 1]
-    return new
+def _finished(tokens: list[int], max_new_tokens: int, eos_token_id: StopIds) -> bool:
+    return len(tokens) >= max_new_tokens or tokens[-1] in stop_set(eos_token_id)
+
+
+def truncate_at_eos(new: list[int], eos_token_id: StopIds) -> list[int]:
+    """Cut a round's tokens just after the first stop token."""
+    stops = stop_set(eos_token_id)
+    return next((new[: i + 1] for i, token in enumerate(new) if token in stops), new)

@@ -6,7 +6,7 @@ import torch
 from transformers import GenerationConfig, PreTrainedModel
 from transformers.generation.streamers import BaseStreamer
 
-from spec_decode.decoders.base import Clock, Generation, GenerationStats, truncate_at_eos
+from spec_decode.decoders.base import Clock, Generation, GenerationStats, StopIds, stop_set, truncate_at_eos
 
 
 class _RoundRecorder(BaseStreamer):
@@ -84,19 +84,20 @@ class HFAssistedDecoder:
 
     @torch.inference_mode()
     def generate(self, prompt_ids: torch.Tensor | list[int], max_new_tokens: int,
-                 eos_token_id: int | None = None) -> Generation:
+                 eos_token_id: StopIds = None) -> Generation:
         """Greedy generation through `generate`, with per-round statistics from a streamer and forward hooks."""
         prompt = torch.as_tensor(prompt_ids, dtype=torch.long, device=self.target.device).reshape(1, -1)
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        stops = sorted(stop_set(eos_token_id)) or None
         recorder = _RoundRecorder(self.clock)
         counters = [_ForwardCounter(self.target)] + ([_ForwardCounter(self.draft)] if self.draft else [])
         start = self.clock.now()
         try:
             out = self.target.generate(
                 prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
-                max_new_tokens=max_new_tokens, min_new_tokens=0, eos_token_id=eos_token_id,
-                pad_token_id=eos_token_id if eos_token_id is not None else 0, streamer=recorder,
+                max_new_tokens=max_new_tokens, min_new_tokens=0, eos_token_id=stops,
+                pad_token_id=stops[0] if stops else 0, streamer=recorder,
                 top_k=None, top_p=None, temperature=None, **self._generate_kwargs(),
             )
         finally:
