@@ -6,6 +6,7 @@ Every timed generation also records how much CPU other processes took meanwhile 
 from __future__ import annotations
 
 import gc
+import itertools
 import logging
 import math
 import resource
@@ -16,8 +17,8 @@ import torch
 from tqdm.auto import tqdm
 
 from spec_decode import costmodel, machine, metrics, static
-from spec_decode.data import Prompt
-from spec_decode.decoders import Decoder, build_decoder
+from spec_decode.data import Prompt, turn_ids
+from spec_decode.decoders import Decoder, Generation, GenerationStats, build_decoder
 from spec_decode.models import ModelPair
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ class Protocol:
     busy_threshold: float = 0.1
     strict_quiet: bool = False
     adapt_threads: bool = False  # threads=null: fewer threads once others take cores (interleaved order)
+    chat: bool = False  # a conversation's later turns are built with the tokenizer's chat template
+    stop_token_ids: tuple[int, ...] | None = None  # tokens that end a turn; None: the tokenizer's EOS
 
 
 @dataclass
@@ -76,12 +79,13 @@ def run_methods(pair: ModelPair, methods: dict[str, tuple[str, dict]], prompts: 
 def _sequential(pair: ModelPair, methods: dict[str, tuple[str, dict]], prompts: list[Prompt],
                 protocol: Protocol) -> dict[str, dict]:
     runs, reference = {}, None
-    for label, (name, params) in methods.items():
-        log.info("measuring %s %s", label, params)
-        runs[label] = run_method(pair, name, params, prompts, protocol, reference)
-        if name == "ar" and reference is None:
-            reference = {s["prompt"]: _reference(s, prompts[s["prompt"]], pair)
-                         for s in runs[label]["samples"] if s["repeat"] == 0}
+    with run_bar(methods, prompts, protocol) as bar:
+        for label, (name, params) in methods.items():
+            log.info("measuring %s %s", label, params)
+            runs[label] = run_method(pair, name, params, prompts, protocol, reference, bar, label)
+            if name == "ar" and reference is None:
+                reference = {s["prompt"]: _reference(s, prompts[s["prompt"]], pair, protocol)
+                             for s in runs[label]["samples"] if s["repeat"] == 0}
     return runs
 
 
@@ -91,14 +95,15 @@ def _interleaved(pair: ModelPair, methods: dict[str, tuple[str, dict]], prompts:
     are compared with AR's tokens once the prompt's rounds are done, wherever AR ran in them. The machine's state
     is recorded before and after the whole, and after each prompt."""
     before, start = machine.state(), machine.counters()
-    measuring = {label: prepare(pair, name, params, prompts, protocol) for label, (name, params) in methods.items()}
-    first_ar = next((m for m in measuring.values() if m.name == "ar"), None)
-    _reset_memory(pair.target.device)
-    for label, m in measuring.items():
-        log.info("warming up %s %s", label, m.decoder.params())
-        warm_up(m, pair, prompts, protocol)
-    with tqdm(total=len(prompts) * protocol.repeats * len(measuring), desc="timed (interleaved)",
-              leave=False) as bar:
+    with run_bar(methods, prompts, protocol) as bar:
+        measuring = {label: prepare(pair, name, params, prompts, protocol, bar, label)
+                     for label, (name, params) in methods.items()}
+        first_ar = next((m for m in measuring.values() if m.name == "ar"), None)
+        _reset_memory(pair.target.device)
+        for label, m in measuring.items():
+            log.info("warming up %s %s", label, m.decoder.params())
+            warm_up(m, pair, prompts, protocol, bar, label)
+        bar.set_description("timed (interleaved)")
         per_prompt = [_interleaved_prompt(list(measuring.values()), first_ar, pair, p, prompt, protocol, bar)
                       for p, prompt in enumerate(prompts)]
     memory = _memory(pair.target.device) | {"shared_by_interleaved_methods": True}
@@ -120,7 +125,7 @@ def _interleaved_prompt(measuring: list[Measurement], first_ar: Measurement | No
             samples = [(m, measure(m, pair, p, r, prompt, protocol, None)) for m in order]
         for m, sample in samples:
             if m is first_ar and r == 0:
-                reference = _reference(sample, prompt, pair)
+                reference = _reference(sample, prompt, pair, protocol)
             bar.update()
         done += samples
     for m, sample in done:
@@ -156,18 +161,32 @@ def rotated(order: list, shift: int) -> list:
 
 
 def run_method(pair: ModelPair, name: str, params: dict, prompts: list[Prompt], protocol: Protocol,
-               reference: dict[int, Reference] | None = None) -> dict:
-    """Warm up, then time `repeats` generations per prompt; raw samples plus memory, machine load and the knobs used."""
+               reference: dict[int, Reference] | None = None, bar: tqdm | None = None,
+               label: str | None = None) -> dict:
+    """Warm up, then time `repeats` generations per prompt; raw samples plus memory, machine load and the knobs used.
+
+    `bar`: the run's progress bar (default: one for this method alone)."""
+    if bar is None:
+        with run_bar({name: (name, params)}, prompts, protocol) as own:
+            return run_method(pair, name, params, prompts, protocol, reference, own, label)
     before, start = machine.state(), machine.counters()
-    m = prepare(pair, name, params, prompts, protocol)
+    m = prepare(pair, name, params, prompts, protocol, bar, label)
     _reset_memory(pair.target.device)
-    warm_up(m, pair, prompts, protocol)
-    with tqdm(total=len(prompts) * protocol.repeats, desc=f"{name} timed", leave=False) as bar:
-        for p, prompt in enumerate(prompts):
-            for r in range(protocol.repeats):
-                measure(m, pair, p, r, prompt, protocol, None if reference is None else reference[p])
-                bar.update()
+    warm_up(m, pair, prompts, protocol, bar, label)
+    bar.set_description(f"timed {label or name}")
+    for p, prompt in enumerate(prompts):
+        for r in range(protocol.repeats):
+            measure(m, pair, p, r, prompt, protocol, None if reference is None else reference[p])
+            bar.update()
     return record(m, _memory(pair.target.device), _watched(before, start))
+
+
+def run_bar(methods: dict[str, tuple[str, dict]], prompts: list[Prompt], protocol: Protocol) -> tqdm:
+    """One progress bar over every generation of the run (budget calibration, warm-up, timed), with its ETA."""
+    calibrations = sum(min(CALIBRATION_PROMPTS, len(prompts)) for _, params in methods.values()
+                       if params.get("budget") == "auto")
+    per_method = protocol.warmup + len(prompts) * protocol.repeats
+    return tqdm(total=calibrations + per_method * len(methods), desc="run", unit="gen", leave=False)
 
 
 def _watched(before: dict, start: machine.Counters) -> dict:
@@ -175,11 +194,14 @@ def _watched(before: dict, start: machine.Counters) -> dict:
     return {"before": before, "after": machine.state(), **machine.load(start, machine.counters())}
 
 
-def prepare(pair: ModelPair, name: str, params: dict, prompts: list[Prompt], protocol: Protocol) -> Measurement:
+def prepare(pair: ModelPair, name: str, params: dict, prompts: list[Prompt], protocol: Protocol,
+            bar: tqdm | None = None, label: str | None = None) -> Measurement:
     """Build the method's decoder (calibrating its tree budget first when `budget: auto`)."""
     params, calibration = dict(params), None
     if params.pop("budget", "fixed") == "auto":
-        calibration = calibrate_budget(pair, name, params, prompts, protocol)
+        if bar is not None:
+            bar.set_description(f"budget calibration {label or name}")
+        calibration = calibrate_budget(pair, name, params, prompts, protocol, bar)
         params |= {"depth": calibration["choice"]["depth"], "max_nodes": calibration["choice"]["max_nodes"]}
     decoder = build_decoder(name, pair.target, pair.draft, **params)
     decoder.profile = protocol.profile
@@ -188,10 +210,29 @@ def prepare(pair: ModelPair, name: str, params: dict, prompts: list[Prompt], pro
     return Measurement(name, decoder, calibration)
 
 
-def warm_up(m: Measurement, pair: ModelPair, prompts: list[Prompt], protocol: Protocol) -> None:
-    """Untimed generations that bring caches, allocators and kernels to steady state."""
-    for i in tqdm(range(protocol.warmup), desc=f"{m.name} warm-up", leave=False):
-        m.decoder.generate(prompts[i % len(prompts)].ids, protocol.max_new_tokens, pair.eos_token_id)
+def warm_up(m: Measurement, pair: ModelPair, prompts: list[Prompt], protocol: Protocol, bar: tqdm | None = None,
+            label: str | None = None) -> None:
+    """Untimed generations (whole conversations) that bring caches, allocators and kernels to steady state."""
+    if bar is not None:
+        bar.set_description(f"warm-up {label or m.name}")
+    for i in range(protocol.warmup):
+        converse(m.decoder, pair, prompts[i % len(prompts)], protocol)
+        if bar is not None:
+            bar.update()
+
+
+def converse(decoder: Decoder, pair: ModelPair, prompt: Prompt, protocol: Protocol) -> tuple[Generation, list[int]]:
+    """Every turn of the prompt, each asked after the method's own earlier answers (Spec-Bench's multi-turn flow):
+    the turns' tokens and statistics joined, and each turn's length. Building a later turn's input is not timed."""
+    stops = pair.eos_token_id if protocol.stop_token_ids is None else protocol.stop_token_ids
+    answers, outs = [], []
+    for turn in range(max(len(prompt.turns), 1)):
+        ids = prompt.ids if turn == 0 else turn_ids(prompt, pair.tokenizer, protocol.chat, answers)
+        outs.append(decoder.generate(ids, protocol.max_new_tokens, stops))
+        answers.append(outs[-1].tokens)
+    if len(outs) == 1:
+        return outs[0], [len(answers[0])]
+    return Generation(sum(answers, []), GenerationStats.joined([o.stats for o in outs])), [len(a) for a in answers]
 
 
 def measure(m: Measurement, pair: ModelPair, prompt_index: int, repeat: int, prompt: Prompt, protocol: Protocol,
@@ -202,9 +243,10 @@ def measure(m: Measurement, pair: ModelPair, prompt_index: int, repeat: int, pro
     """
     torch.manual_seed(protocol.seed + repeat)
     start = machine.counters()
-    out = m.decoder.generate(prompt.ids, protocol.max_new_tokens, pair.eos_token_id)
+    out, turns = converse(m.decoder, pair, prompt, protocol)
     load = machine.load(start, machine.counters())
-    m.samples.append(_sample(prompt_index, repeat, out, reference) | load)
+    m.samples.append(_sample(prompt_index, repeat, out, reference) | {"category": prompt.category, "turns": turns}
+                     | load)
     if protocol.strict_quiet:
         _stop_if_busy(m, prompt_index, protocol.busy_threshold)
     return m.samples[-1]
@@ -233,19 +275,24 @@ def record(m: Measurement, memory: dict, watched: dict | None = None) -> dict:
     return run
 
 
+CALIBRATION_PROMPTS = 3
 CALIBRATION_DEPTHS = range(1, 13)
 CALIBRATION_CAPS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128)
 
 
-def calibrate_budget(pair: ModelPair, name: str, params: dict, prompts: list[Prompt], protocol: Protocol) -> dict:
+def calibrate_budget(pair: ModelPair, name: str, params: dict, prompts: list[Prompt], protocol: Protocol,
+                     bar: tqdm | None = None) -> dict:
     """Profile a large tree on the first prompts, fit the cost model, and pick (depth, max_nodes) from it.
 
     The user's depth and max_nodes are the largest budget considered.
     """
     probe = build_decoder(name, pair.target, pair.draft, **params)
     probe.profile, probe.trace_rounds = True, 10**9
-    samples = [probe.generate(p.ids, protocol.max_new_tokens, pair.eos_token_id).stats.to_dict()
-               for p in tqdm(prompts[:3], desc=f"{name} budget calibration", leave=False)]
+    samples = []
+    for prompt in prompts[:CALIBRATION_PROMPTS]:
+        samples.append(converse(probe, pair, prompt, protocol)[0].stats.to_dict())
+        if bar is not None:
+            bar.update()
     model = costmodel.fit(samples)
     traces = [t for s in samples for t in s["trace"]]
     depths = [d for d in CALIBRATION_DEPTHS if d <= params["depth"]]
@@ -262,10 +309,21 @@ def _sample(prompt_index: int, repeat: int, out, reference: Reference | None) ->
             "ttft_s": stats.pop("ttft_s"), "tokens": out.tokens, **compare(out.tokens, reference), **stats}
 
 
-def _reference(sample: dict, prompt: Prompt, pair: ModelPair) -> Reference:
-    """AR's sample as the reference, with the target's top-2 logits at each of its tokens (kept in the sample)."""
-    sample["top2_logits"] = top2_logits(pair.target, prompt.ids, sample["tokens"])
+def _reference(sample: dict, prompt: Prompt, pair: ModelPair, protocol: Protocol) -> Reference:
+    """AR's sample as the reference, with the target's top-2 logits at each of its tokens (kept in the sample);
+    a later turn's logits are computed on that turn's input, built from AR's earlier answers as when it ran."""
+    answers = split_turns(sample["tokens"], sample.get("turns") or [len(sample["tokens"])])
+    sample["top2_logits"] = []
+    for turn, answer in enumerate(answers):
+        ids = prompt.ids if turn == 0 else turn_ids(prompt, pair.tokenizer, protocol.chat, answers[:turn])
+        sample["top2_logits"] += top2_logits(pair.target, ids, answer)
     return Reference(sample["tokens"], sample["top2_logits"], str(pair.target.dtype).removeprefix("torch."))
+
+
+def split_turns(tokens: list[int], lengths: list[int]) -> list[list[int]]:
+    """A conversation's tokens cut back into its turns' answers."""
+    starts = [0, *itertools.accumulate(lengths)]
+    return [tokens[a:b] for a, b in itertools.pairwise(starts)]
 
 
 @torch.inference_mode()

@@ -12,6 +12,10 @@ import numpy as np
 # drift in each of the two logits compared. The floor of 1 keeps the bound sane for logits near zero (random weights).
 # So a margin below 16*eps*max(|z|,1) is a near-tie any kernel may flip: float16 at |z|=10 -> 0.16, bfloat16 -> 1.25,
 # float32 -> 1.9e-5, float64 -> 3.6e-14 (float64 divergences are bugs). The raw margins are kept in the samples.
+# Spec-Bench's reporting groups (evaluation/speed.py's tasks): the eight MT-Bench categories together as mt_bench,
+# every other category on its own. Categories of other prompt sets are groups of their own.
+SPEC_BENCH_GROUPS = {**dict.fromkeys(("writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem",
+                                      "humanities"), "mt_bench")}
 DTYPE_EPS = {"float64": 2.0**-52, "float32": 2.0**-23, "float16": 2.0**-10, "bfloat16": 2.0**-7}
 TIE_ULPS = 16
 
@@ -53,8 +57,8 @@ def summarize(run: dict, baseline: dict | None = None) -> dict:
         "target_forwards_per_token": sum(s["target_forwards"] for s in samples) / tokens,
         "draft_forwards_per_token": sum(s["draft_forwards"] for s in samples) / tokens,
         "ttft_s": spread([s["ttft_s"] for s in samples]),
-        "tpot_s": spread([(s["seconds"] - s["ttft_s"]) / (s["new_tokens"] - 1) for s in samples
-                          if s["new_tokens"] > 1]),
+        "tpot_s": spread([(s["seconds"] - s["ttft_s"]) / (s["new_tokens"] - _turns(s)) for s in samples
+                          if s["new_tokens"] > _turns(s)]),
         "compressions": spread([s["compressions"] for s in samples]),
         "cache_max_length": max((max(s["cache_length_per_round"], default=0) for s in samples), default=0),
         "cache_final_length": spread([s["cache_length_per_round"][-1] for s in samples if s["cache_length_per_round"]]),
@@ -65,9 +69,40 @@ def summarize(run: dict, baseline: dict | None = None) -> dict:
         "samples": len(samples),
         "memory": run["memory"],
     }
+    if any(s.get("category") is not None for s in samples):
+        summary["by_category"] = by_category(samples, baseline["samples"] if baseline else [])
     if "calibration" in run:  # budget=auto: the cost model's predicted vs measured decode throughput
         summary["budget_prediction_error"] = run["calibration"]["prediction_error"]
     return summary
+
+
+def _turns(sample: dict) -> int:
+    """How many turns (generations, each with its own first token) a sample holds."""
+    return len(sample.get("turns") or [1])
+
+
+def group_of(category: str | None) -> str | None:
+    """The reporting group of a prompt category (Spec-Bench's task name for its categories)."""
+    return SPEC_BENCH_GROUPS.get(category, category)
+
+
+def by_category(samples: list[dict], baseline: list[dict]) -> dict:
+    """Per reporting group: speedup (as the headline), throughput, tokens per round, acceptance, exact match, counts."""
+    groups = {}
+    for group in dict.fromkeys(group_of(s.get("category")) for s in samples):
+        mine = [s for s in samples if group_of(s.get("category")) == group]
+        base = [s for s in baseline if group_of(s.get("category")) == group]
+        rounds = [n for s in mine for n in s["emitted_per_round"]]
+        drafted = sum(s["drafted"] for s in mine)
+        matches = [s["exact_match"] for s in mine if s["exact_match"] is not None]
+        groups[str(group)] = {
+            "speedup": speedups(mine, base)["speedup"],
+            "throughput": float(np.mean([s["new_tokens"] / s["seconds"] for s in mine])),
+            "tokens_per_round": float(np.mean(rounds)) if rounds else float("nan"),
+            "acceptance_rate": sum(s["accepted"] for s in mine) / drafted if drafted else float("nan"),
+            "exact_match": float(np.mean(matches)) if matches else float("nan"),
+            "samples": len(mine), "prompts": len({s["prompt"] for s in mine})}
+    return groups
 
 
 def speedups(samples: list[dict], baseline: list[dict]) -> dict:
