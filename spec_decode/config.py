@@ -45,15 +45,18 @@ class Knob:
 KNOBS: dict[str, Knob] = {
     "k": Knob(int, 1), "depth": Knob(int, 1), "branch": Knob(int, 1), "threshold": Knob(float, 0, 1),
     "max_nodes": Knob(int, 1), "cache_size": Knob(int, 1),
-    "max_new_tokens": Knob(int, 1), "num_prompts": Knob(int, 1), "repeats": Knob(int, 1), "warmup": Knob(int, 0),
+    "max_new_tokens": Knob(int, 1), "num_prompts": Knob(int, 1, nullable=True), "repeats": Knob(int, 1),
+    "warmup": Knob(int, 0),
     "seed": Knob(int, 0), "threads": Knob(int, 1, nullable=True), "trace_rounds": Knob(int, 0),
     "profile": Knob(bool), "interleave": Knob(bool), "overwrite": Knob(bool), "static_cache": Knob(bool),
     "compile": Knob(bool), "busy_threshold": Knob(float, 0), "strict_quiet": Knob(bool),
-    "dataset.min_tokens": Knob(int, 1), "dataset.max_tokens": Knob(int, 1),
 }
-# Checked where present (added by other parts of the harness, or optional in a group's file).
+# Checked where present (added by other parts of the harness, or optional in a group's file; text prompt sets have
+# min_tokens / max_tokens, conversation sets per_category).
 OPTIONAL: dict[str, Knob] = {
     "model.trust_remote_code": Knob(bool),
+    "dataset.min_tokens": Knob(int, 1), "dataset.max_tokens": Knob(int, 1),
+    "dataset.per_category": Knob(int, 1, nullable=True),
 }
 # Method knobs that share a top-level knob's rules, checked in every method entry that sets them.
 METHOD_KNOBS = ("k", "depth", "branch", "threshold", "max_nodes", "cache_size")
@@ -70,7 +73,7 @@ def check_config(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, default=_MISSING)
         if value is not _MISSING:
             _check(key, value, knob)
-    if cfg.dataset.min_tokens > cfg.dataset.max_tokens:
+    if cfg.dataset.get("min_tokens", 0) > cfg.dataset.get("max_tokens", math.inf):
         raise ConfigError(f"dataset.min_tokens ({cfg.dataset.min_tokens}) must not exceed "
                           f"dataset.max_tokens ({cfg.dataset.max_tokens})")
 

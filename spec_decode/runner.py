@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -15,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from spec_decode import decoders, machine, results, static
 from spec_decode.bench import Protocol, run_methods
 from spec_decode.config import ConfigError, check_config, check_knob, check_method_knobs
-from spec_decode.data import DatasetError, load_prompts, read_lines
+from spec_decode.data import DatasetError, load_prompts, read_records, stop_token_ids, uses_chat
 from spec_decode.decoders import validate_method
 from spec_decode.metrics import summarize
 from spec_decode.models import ModelLoadError, check_attention, load_pair, load_tokenizer
@@ -55,12 +56,15 @@ def run(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Path:
     threads = set_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     probe_start = machine.counters()
-    prompts = _prompts(cfg)
+    prompts, prompting = _prompts(cfg)
+    protocol = dataclasses.replace(protocol, chat=prompting["chat"], stop_token_ids=tuple(prompting["stop_token_ids"]))
     start = check_quiet(machine.probe(probe_start, cfg.busy_threshold), threads, cfg)
     pair = load_pair(cfg.model)
     runs = run_methods(pair, methods, prompts, protocol)
-    payload = _payload(requested, started_at, pair, prompts, runs, threads | {"start": start})
+    payload = _payload(requested, started_at, pair, prompts, runs, threads | {"start": start}) | {
+        "prompting": prompting}
     print(summary_table(payload))
+    _print_lines(quick_note(cfg))
     save(out, payload)
     (out.parent / ERROR_FILE).unlink(missing_ok=True)
     log.info("results written to %s", out)
@@ -108,7 +112,7 @@ def _payload(config: dict, started_at: str, pair, prompts: list, runs: dict, hos
         "environment": results.environment(pair.target.device, pair.info["dtype"],
                                            _machine_environment(host, summary, threshold)),
         "model": pair.info,
-        "prompts": [{"text": p.text, "ids": p.ids} for p in prompts],
+        "prompts": [{"text": p.text, "ids": p.ids, "category": p.category, "turns": p.turns} for p in prompts],
         "methods": runs,
         "summary": summary,
     }
@@ -156,11 +160,29 @@ def save(out: Path, payload: dict) -> None:
     raise ResultWriteError(f"{problem}; the result was saved to {fallback}")
 
 
-def _prompts(cfg: DictConfig) -> list:
-    """The prompts, read and checked before any model loads (a missing dataset fails in seconds)."""
+def _prompts(cfg: DictConfig) -> tuple[list, dict]:
+    """The prompts, read and checked before any model loads (a bad dataset fails in seconds), and how they are fed:
+    through the chat template or not (the template recorded), and the tokens that end a turn."""
     dataset = _dataset_cfg(cfg.dataset)
-    lines = read_lines(dataset)
-    return load_prompts(dataset, load_tokenizer(cfg.model), cfg.num_prompts, lines)
+    records = read_records(dataset)
+    tokenizer = load_tokenizer(cfg.model)
+    chat = uses_chat(dataset, tokenizer)
+    stops = stop_token_ids(tokenizer, chat)
+    prompting = {"chat": chat, "chat_template": tokenizer.chat_template if chat else None, "stop_token_ids": stops,
+                 "stop_tokens": tokenizer.convert_ids_to_tokens(stops)}
+    return load_prompts(dataset, tokenizer, cfg.num_prompts, records), prompting
+
+
+QUICK_NOTE = ("quick run (protocol=quick: {num_prompts} prompts x {repeats} repeat, {warmup} warm-up, {max_new_tokens} "
+              "new tokens): a first look, not a measurement to publish; the study's protocol (10 warm-ups, 3 repeats): "
+              "add protocol=full, or run an experiment (python run.py experiment=main model=smollm2)")
+
+
+def quick_note(cfg: DictConfig) -> list[str]:
+    """The line that says a run used the quick protocol, and which command runs the full one."""
+    if cfg.get("protocol") != "quick":
+        return []
+    return [QUICK_NOTE.format(**{key: cfg[key] for key in ("num_prompts", "repeats", "warmup", "max_new_tokens")})]
 
 
 def method_specs(cfg: DictConfig, conf_dir: Path) -> dict[str, tuple[str, dict]]:
@@ -228,7 +250,8 @@ def _dataset_cfg(dataset: DictConfig) -> dict:
     data = OmegaConf.to_container(dataset, resolve=True)
     if data.get("path"):
         data["path"] = str(Path(data["path"]).absolute())
-        data["source"] = "local"
+        if data.get("source") in ("hub", "builtin"):  # a text set with a path: the local copy
+            data["source"] = "local"
     return data
 
 
@@ -251,7 +274,18 @@ def summary_table(payload: dict) -> str:
               f"up to {cfg['max_new_tokens']} new tokens; speedup = mean tok/s over AR's (Spec-Bench), "
               "sp.totals = ratio of total tok/s, sp.ratios = mean per-prompt ratio")
     table = pd.DataFrame(rows).to_string(index=False, float_format=lambda x: f"{x:.3f}")
-    return "\n".join([header, *_machine_header(env, cfg), table, *divergence_warnings(payload["summary"])])
+    return "\n".join([header, *_machine_header(env, cfg), table, *_category_table(payload["summary"]),
+                      *divergence_warnings(payload["summary"])])
+
+
+def _category_table(summary: list[dict]) -> list[str]:
+    """With categorised prompts: the speedup per reporting group (Spec-Bench's) and overall, one row per method."""
+    if not any("by_category" in s for s in summary):
+        return []
+    rows = [{"method": s["method"], **{group: v["speedup"] for group, v in s.get("by_category", {}).items()},
+             "overall": s["speedup"], "tok/round": s["tokens_per_round"]} for s in summary]
+    return ["speedup by category (mean tok/s over AR's on the category's prompts; overall: all prompts):",
+            pd.DataFrame(rows).to_string(index=False, float_format=lambda x: f"{x:.3f}")]
 
 
 def _threads(env: dict) -> str:

@@ -51,6 +51,16 @@ def test_prompts_are_cut_with_the_tokenizer_before_the_models_load(tmp_path, mod
     assert models_must_not_load == ["smollm2-135m_distilled"]
 
 
+def test_an_unknown_category_fails_before_the_tokenizer_loads(tmp_path, models_must_not_load):
+    path = tmp_path / "q.jsonl"
+    path.write_text('{"turns": ["a"], "category": "qa"}\n')
+    with pytest.raises(DatasetError, match="nope"):
+        run(compose_cfg("dataset=jsonl", f"dataset.path={path}", "dataset.turns_field=turns",
+                               "dataset.category_field=category", "dataset.categories=[nope]",
+                               f"results_dir={tmp_path}/out"))
+    assert models_must_not_load == []
+
+
 def test_a_failed_write_saves_the_result_elsewhere_and_says_where(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "fallback"))
     (tmp_path / "fallback").mkdir()

@@ -34,7 +34,7 @@ def _describe(experiment: str, files: list[str]) -> dict:
         "torch": env["packages"]["torch"],
         "transformers": env["packages"]["transformers"],
         "prompts": ", ".join(sorted({run["config"]["dataset"]["name"] for run in runs})),
-        "n": first["config"]["num_prompts"],
+        "n": len(first["prompts"]),
         "prompt tokens": f"{min(lengths)}–{max(lengths)}",
         "new tokens": ", ".join(map(str, sorted({run["config"]["max_new_tokens"] for run in runs}))),
         "warm-up / repeats": f"{first['config']['warmup']} / {first['config']['repeats']}",
