@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -30,14 +31,16 @@ RUNS = {
     "prompt_length": ["experiment=prompt_length", "dataset.min_tokens=20,40"],
     "memory": ["experiment=memory", "max_new_tokens=8,16"],
     "streaming": ["experiment=streaming", "cache_size=48,64", "depth=3", "branch=2", "max_nodes=8", "k=4"],
+    "spec_bench": ["experiment=spec_bench", "dataset=jsonl", "num_prompts=null",  # + dataset.path (fixture)
+                   "dataset.per_category=null"],
 }
 EXPERIMENTS = ["main", "sweep", "ablation", "progressive", "length_scaling", "latency", "verification",
-               "cross_dataset", "prompt_length", "memory", "streaming", "case_study", "timeline"]
+               "cross_dataset", "prompt_length", "memory", "streaming", "case_study", "timeline", "spec_bench"]
 
 TABLES = ["table01_setup", "table02_main", "table03_ablation", "table03_progressive", "table04_length",
           "table05_latency", "table06_verification", "table07_cross_dataset", "table08_prompt_length",
           "table09_memory", "table09_streaming", "table10_top10", "table10_best_per_length", "table10_by_branch",
-          "table10_by_threshold", "reported_vs_reproduced"]
+          "table10_by_threshold", "reported_vs_reproduced", "table11_spec_bench"]
 FIGURES = [m for m in MODULES if m.startswith("fig")]
 
 pytestmark = pytest.mark.slow
@@ -57,14 +60,28 @@ def local_corpus(folder: Path) -> Path:
     return folder
 
 
+def chat_questions(path: Path) -> Path:
+    """A few Spec-Bench-like questions in three of its groups (two-turn MT-Bench ones among them)."""
+    rows = [{"category": "writing", "turns": ["Write a line about rain.", "Make it rhyme."]},
+            {"category": "coding", "turns": ["Print hello in Python.", "Now in C."]},
+            {"category": "translation", "turns": ["Translate German to English: Guten Morgen"]},
+            {"category": "summarization", "turns": ["Summarize: The river rose and the town moved uphill."]}]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
 @pytest.fixture(scope="session")
 def results(tmp_path_factory) -> Path:
     """Result files of every paper experiment on the tiny pair (about two minutes on two busy cores)."""
     out = tmp_path_factory.mktemp("results")
     corpus = local_corpus(out.parent / "corpus")
+    questions = chat_questions(out.parent / "questions.jsonl")
     for name, args in RUNS.items():
         if "dataset=wikitext2_local" in args:
             args = [*args, f"dataset.path={corpus}"]
+        if "dataset=jsonl" in args:
+            args = [*args, f"dataset.path={questions}", "dataset.turns_field=turns",
+                    "dataset.category_field=category"]
         proc = subprocess.run(
             [sys.executable, "run.py", "-m", *FAST, *args, f"hydra.sweep.dir={out}/hydra/{name}",
              f"results_dir={out}/" + "${experiment_name}/${hydra:job.override_dirname}"],
@@ -223,7 +240,15 @@ def test_a_missing_experiment_names_its_grid_command(results, tmp_path, capsys):
     assert (tmp_path / "tiny" / "table02_main.md").stat().st_size > 0
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_spec_bench_run_has_every_group_exact_for_every_method(df):
+    spec = experiment_rows(df, "spec_bench")
+    for group in ("mt_bench", "translation", "summarization"):
+        assert spec[f"by_category.{group}.exact_match"].drop(index=spec.index[spec["method"] == "ar"]).eq(1.0).all()
+        assert spec[f"by_category.{group}.samples"].ge(1).all()
+    assert "by_category.qa.speedup" not in spec  # a group with no prompt is absent
+
+
+@pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if e != "spec_bench"])  # spec_bench: the offline pair
 def test_experiment_defaults_to_the_study_pair_and_switches_from_the_command_line(experiment):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         study = compose("config", overrides=[f"experiment={experiment}"])
