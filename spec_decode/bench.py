@@ -116,17 +116,23 @@ def _interleaved_prompt(measuring: list[Measurement], first_ar: Measurement | No
     """One prompt's rounds, compared with the reference once all have run; the machine after them, other
     processes' CPU during them, and any round re-measured with fewer threads (`adapt_threads`)."""
     done, reference, start, adapted = [], None, machine.counters(), []
+
+    def measured(m: Measurement, r: int) -> tuple[Measurement, dict]:
+        sample = measure(m, pair, p, r, prompt, protocol, None)
+        bar.update()
+        return m, sample
+
     for r in range(protocol.repeats):
         order, round_start = rotated(measuring, p * protocol.repeats + r), machine.counters()
-        samples = [(m, measure(m, pair, p, r, prompt, protocol, None)) for m in order]
+        samples = [measured(m, r) for m in order]
         change = _fewer_threads(round_start, protocol) if protocol.adapt_threads else None
         if change:  # the round ran while the machine changed: drop it, measure it again on the new thread count
             adapted.append(change | {"repeat": r, "discarded": [_drop(m, sample) for m, sample in samples]})
-            samples = [(m, measure(m, pair, p, r, prompt, protocol, None)) for m in order]
+            bar.total += len(order)
+            samples = [measured(m, r) for m in order]
         for m, sample in samples:
             if m is first_ar and r == 0:
                 reference = _reference(sample, prompt, pair, protocol)
-            bar.update()
         done += samples
     for m, sample in done:
         if not (m is first_ar and sample["repeat"] == 0):  # the reference itself is not compared
@@ -219,6 +225,8 @@ def warm_up(m: Measurement, pair: ModelPair, prompts: list[Prompt], protocol: Pr
         converse(m.decoder, pair, prompts[i % len(prompts)], protocol)
         if bar is not None:
             bar.update()
+    if hasattr(m.decoder, "reset_state"):  # state learnt from the warm-up prompts must not speed up timed ones
+        m.decoder.reset_state()
 
 
 def converse(decoder: Decoder, pair: ModelPair, prompt: Prompt, protocol: Protocol) -> tuple[Generation, list[int]]:
