@@ -16,6 +16,8 @@ maps each node back to the slot the draft cache holds it in.
 
 from __future__ import annotations
 
+import heapq
+import math
 from dataclasses import dataclass
 
 import torch
@@ -48,6 +50,29 @@ def level_slots(depth: int, branch: int, capacity: int) -> list[int]:
             break
         widths.append(previous)
     return widths
+
+
+def rank_template(depth: int, branch: int, nodes: int) -> tuple[list[int], list[int], list[int]]:
+    """A static tree of the `nodes` likeliest rank paths (ranks < `branch`, length <= `depth`), a path of ranks
+    r1..rd scored prod 0.6/(r+1)^2 (a prior: the top candidate is accepted most, lower ranks fall off fast; 48 nodes
+    reach depth 8 along rank 0): parents, ranks and depths in BFS order, the root first. A child scores below its
+    parent, so the chosen paths hold every prefix of theirs."""
+    def score(path: tuple[int, ...]) -> float:
+        return math.prod(0.6 / (rank + 1) ** 2 for rank in path)
+
+    frontier = [(-score((rank,)), (rank,)) for rank in range(branch)]
+    heapq.heapify(frontier)
+    paths = []
+    while frontier and len(paths) < nodes:
+        _, path = heapq.heappop(frontier)
+        paths.append(path)
+        if len(path) < depth:
+            for rank in range(branch):
+                heapq.heappush(frontier, (-score((*path, rank)), (*path, rank)))
+    paths.sort(key=lambda path: (len(path), path))
+    index = {(): 0} | {path: i + 1 for i, path in enumerate(paths)}
+    return ([0] + [index[path[:-1]] for path in paths], [0] + [path[-1] for path in paths],
+            [0] + [len(path) for path in paths])
 
 
 class TokenTree:

@@ -1,0 +1,109 @@
+"""Token Recycling (Luo et al., 2024): draft-free trees from a table of each token's likeliest next tokens.
+
+The table holds, for every vocabulary token, the top-`branch` next tokens the target last predicted after it; every
+verification refreshes the rows of the tokens it verified from the logits it computed anyway (no extra forward).
+A round fills a static tree template from the table (one gather per level) and verifies it in one target forward.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedModel
+
+from spec_decode import kv
+from spec_decode.decoders.base import Decoder, GenerationStats, Round, finite
+from spec_decode.tree import Level, TokenTree, rank_template
+
+
+class RecyclingDecoder(Decoder):
+    """Tree speculation without a draft model: the tree's tokens come from the recycled next-token table.
+
+    `depth`, `branch` (ranks per node) and `max_nodes` shape the static template (the `max_nodes` likeliest rank
+    paths); `keep_table`: the table carries over between generations (after the benchmark's warm-up it is cleared,
+    so no timed prompt profits from having been decoded before).
+    """
+
+    name = "recycling"
+
+    def __init__(self, target: PreTrainedModel, depth: int = 8, branch: int = 8, max_nodes: int = 48,
+                 keep_table: bool = True):
+        self.validate(depth, branch, max_nodes, keep_table)
+        super().__init__(target)
+        self.depth, self.branch, self.max_nodes, self.keep_table = depth, branch, max_nodes, keep_table
+        parents, ranks, depths = rank_template(depth, branch, max_nodes)
+        self.tree = TokenTree(len(parents) - 1, self.device)
+        self._set_template(parents, depths)
+        self._rank = torch.tensor(ranks, device=self.device)
+        self._levels = [Level(depths.index(d), len(depths) - depths[::-1].index(d)) for d in range(1, max(depths) + 1)]
+        self._upto = [level.end - 1 for level in self._levels]  # nodes (root excluded) at depth <= d
+        self.table = torch.zeros(target.config.vocab_size, branch, dtype=torch.long, device=self.device)
+
+    @staticmethod
+    def validate(depth: int = 8, branch: int = 8, max_nodes: int = 48, keep_table: bool = True) -> None:
+        """Raise ValueError for knobs outside their range."""
+        if depth < 1 or branch < 1 or max_nodes < 1:
+            raise ValueError(f"depth, branch and max_nodes must be >= 1, got {depth}, {branch}, {max_nodes}")
+        if not isinstance(keep_table, bool):
+            raise ValueError(f"keep_table must be true or false, got {keep_table!r}")
+
+    def params(self) -> dict:
+        return {"depth": self.depth, "branch": self.branch, "max_nodes": self.max_nodes,
+                "template_nodes": self.tree.capacity, "keep_table": self.keep_table}
+
+    @property
+    def lookahead(self) -> int:
+        return self.tree.capacity + 1
+
+    def reset_state(self) -> None:
+        """Forget the table (the benchmark calls this after warm-up)."""
+        self.table.zero_()
+
+    def _set_template(self, parents: list[int], depths: list[int]) -> None:
+        """Write the static template's shape (parents, depths, ancestor matrix) into the tree once."""
+        tree, n = self.tree, len(parents)
+        tree.parents[:n] = torch.tensor(parents, device=self.device)
+        tree.depth[:n] = torch.tensor(depths, device=self.device)
+        tree.live[:n] = True
+        tree.ancestors[0, 0] = True
+        for i in range(1, n):  # once per decoder, not per round
+            tree.ancestors[i] = tree.ancestors[parents[i]]
+            tree.ancestors[i, i] = True
+        tree.size = n
+
+    def _begin(self, prompt: torch.Tensor, max_new_tokens: int) -> None:
+        super()._begin(prompt, max_new_tokens)
+        if not self.keep_table:
+            self.table.zero_()
+
+    def _prefill(self, prompt: torch.Tensor, stats: GenerationStats) -> int:
+        """The target's prefill; its last logits also fill the table row of the prompt's last token."""
+        logits = self._feed_chunked(self.target, self.target_cache, prompt, 0)
+        self.table[prompt[-1]] = logits.topk(self.branch).indices
+        first = logits.argmax()
+        stats.target_forwards += 1
+        self._commit(first[None])
+        return self._read(first[None], {"target": finite(logits)}, 0)[0]
+
+    def _round(self, remaining: int, stats: GenerationStats) -> Round:
+        depth = min(len(self._levels), remaining - 1)
+        if depth == 0:
+            return self._target_step(stats)
+        tree, root, n = self.tree, self.length - 1, self._levels[depth - 1].end
+        tree.tokens[0] = self.committed[root]
+        for level in self._levels[:depth]:  # one gather per level: each node is its parent's rank-r recycled token
+            nodes = slice(level.start, level.end)
+            tree.tokens[nodes] = self.table[tree.tokens[tree.parents[nodes]], self._rank[nodes]]
+        tree.size = n
+        logits = self._feed(self.target, self.target_cache, tree.tokens[:n], root, root + tree.depth[:n],
+                            tree.ancestors[:n, :n])
+        stats.target_forwards += 1
+        target_next = logits.argmax(-1)
+        self.table[tree.tokens[:n]] = logits.topk(self.branch, dim=-1).indices  # recycled: no extra forward
+        path, accepted, bonus = tree.accept(target_next)
+        emitted = torch.cat([tree.tokens[path[1:]], bonus[None]]).scatter_(0, accepted[None], bonus[None])
+        accepted, *tokens = self._read(torch.cat([accepted[None], emitted]), {"target": finite(logits)},
+                                       stats.rounds + 1)
+        kv.keep_path(self.target_cache, root, path[: accepted + 1])
+        self._commit(emitted[: accepted + 1])
+        return Round(tokens[: accepted + 1], drafted=n - 1, accepted=accepted, nodes=n - 1,
+                     drafted_upto=[0, *self._upto[:depth]])
