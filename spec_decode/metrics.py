@@ -12,12 +12,14 @@ import numpy as np
 # drift in each of the two logits compared. The floor of 1 keeps the bound sane for logits near zero (random weights).
 # So a margin below 16*eps*max(|z|,1) is a near-tie any kernel may flip: float16 at |z|=10 -> 0.16, bfloat16 -> 1.25,
 # float32 -> 1.9e-5, float64 -> 3.6e-14 (float64 divergences are bugs). The raw margins are kept in the samples.
-# Spec-Bench's reporting groups (evaluation/speed.py's tasks): the eight MT-Bench categories together as mt_bench,
-# every other category on its own. Categories of other prompt sets are groups of their own.
-SPEC_BENCH_GROUPS = {**dict.fromkeys(("writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem",
-                                      "humanities"), "mt_bench")}
 DTYPE_EPS = {"float64": 2.0**-52, "float32": 2.0**-23, "float16": 2.0**-10, "bfloat16": 2.0**-7}
 TIE_ULPS = 16
+
+
+# Spec-Bench's reporting groups (evaluation/speed.py's tasks): the eight MT-Bench categories together as mt_bench,
+# every other category on its own. Categories of other prompt sets are groups of their own.
+SPEC_BENCH_GROUPS = dict.fromkeys(("writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem",
+                                   "humanities"), "mt_bench")
 
 
 def tie_epsilon(dtype: str, top_logit: float) -> float:

@@ -197,12 +197,13 @@ class Decoder:
         self._begin(prompt, max_new_tokens)
         tokens = [self._prefill(prompt, stats)]
         stats.ttft_s = self.clock.now() - start
-        while not _finished(tokens, max_new_tokens, eos_token_id):
+        stops = stop_set(eos_token_id)
+        while not _finished(tokens, max_new_tokens, stops):
             round_start = self.clock.now()
             self._forward_s = {"target": 0.0, "draft": 0.0}
             self._evict()
             new = self._round(max_new_tokens - len(tokens), stats)
-            new = new.cut(len(truncate_at_eos(new.tokens, eos_token_id)))
+            new = new.cut(len(truncate_at_eos(new.tokens, stops)))
             tokens.extend(new.tokens)
             cache_length = kv.cache_length(self.target_cache) if self.cache_size is not None else None
             stats.add(new, self.clock.now() - round_start, cache_length, self._forward_s if self.profile else None)
@@ -309,10 +310,14 @@ class Decoder:
     def _prefill(self, prompt: torch.Tensor, stats: GenerationStats) -> int:
         """Run the target over the prompt; commit and return its first token."""
         logits = self._feed_chunked(self.target, self.target_cache, prompt, 0)
+        self._prefilled(prompt, logits)
         first = logits.argmax()
         stats.target_forwards += 1
         self._commit(first[None])
         return self._read(first[None], {"target": finite(logits)}, 0)[0]
+
+    def _prefilled(self, prompt: torch.Tensor, logits: torch.Tensor) -> None:
+        """After the prefill: its last logits, for decoders that learn from every target forward (none by default)."""
 
     def _round(self, remaining: int, stats: GenerationStats) -> Round:
         """One round: commit its tokens on the device and return them (read to the host once)."""
@@ -366,8 +371,8 @@ def stop_set(eos_token_id: StopIds) -> frozenset[int]:
     return frozenset([eos_token_id] if isinstance(eos_token_id, int) else eos_token_id)
 
 
-def _finished(tokens: list[int], max_new_tokens: int, eos_token_id: StopIds) -> bool:
-    return len(tokens) >= max_new_tokens or tokens[-1] in stop_set(eos_token_id)
+def _finished(tokens: list[int], max_new_tokens: int, stops: frozenset[int]) -> bool:
+    return len(tokens) >= max_new_tokens or tokens[-1] in stops
 
 
 def truncate_at_eos(new: list[int], eos_token_id: StopIds) -> list[int]:

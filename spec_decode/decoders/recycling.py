@@ -75,14 +75,9 @@ class RecyclingDecoder(Decoder):
         if not self.keep_table:
             self.table.zero_()
 
-    def _prefill(self, prompt: torch.Tensor, stats: GenerationStats) -> int:
-        """The target's prefill; its last logits also fill the table row of the prompt's last token."""
-        logits = self._feed_chunked(self.target, self.target_cache, prompt, 0)
+    def _prefilled(self, prompt: torch.Tensor, logits: torch.Tensor) -> None:
+        """The prefill's last logits fill the table row of the prompt's last token."""
         self.table[prompt[-1]] = logits.topk(self.branch).indices
-        first = logits.argmax()
-        stats.target_forwards += 1
-        self._commit(first[None])
-        return self._read(first[None], {"target": finite(logits)}, 0)[0]
 
     def _round(self, remaining: int, stats: GenerationStats) -> Round:
         depth = min(len(self._levels), remaining - 1)
