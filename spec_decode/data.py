@@ -61,13 +61,13 @@ def _text_prompts(cfg: Mapping, tokenizer, num_prompts: int | None, lines: list[
                            f"{cfg.get('min_tokens')}-{cfg.get('max_tokens')} tokens; {num_prompts} were asked for")
     if not chat:
         return prompts
-    texts = [_conversation_text([prompt.text], [], tokenizer, chat) for prompt in prompts]
+    texts = [conversation_text([prompt.text], [], tokenizer, chat) for prompt in prompts]
     return [Prompt(text, _ids(tokenizer, text)) for text in texts]
 
 
 def _conversation_prompt(record: dict, tokenizer, chat: bool) -> Prompt:
     """A conversation's prompt: its first user turn as fed."""
-    text = _conversation_text(record["turns"][:1], [], tokenizer, chat)
+    text = conversation_text(record["turns"][:1], [], tokenizer, chat)
     return Prompt(text, _ids(tokenizer, text), record["category"], list(record["turns"]))
 
 
@@ -115,10 +115,10 @@ def turn_ids(prompt: Prompt, tokenizer, chat: bool, answers: list[list[int]]) ->
     if len(answers) >= len(prompt.turns):
         raise ValueError(f"the prompt has {len(prompt.turns)} turns; turn {len(answers)} does not exist")
     replies = [tokenizer.decode(answer, skip_special_tokens=True).strip() for answer in answers]
-    return _ids(tokenizer, _conversation_text(prompt.turns[:len(answers) + 1], replies, tokenizer, chat))
+    return _ids(tokenizer, conversation_text(prompt.turns[:len(answers) + 1], replies, tokenizer, chat))
 
 
-def _conversation_text(turns: list[str], replies: list[str], tokenizer, chat: bool) -> str:
+def conversation_text(turns: list[str], replies: list[str], tokenizer, chat: bool) -> str:
     """User turns interleaved with replies: through the chat template (ready for the next reply) when chat, else
     the texts joined with a blank line."""
     texts = [turns[0]]
