@@ -1,0 +1,62 @@
+"""The draft-distillation script's data helpers: WikiText detokenisation, chat prompts, shards, agreement maths."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import pytest
+import torch
+
+from tests.conftest import ROOT
+
+spec = importlib.util.spec_from_file_location("distill_draft", ROOT / "scripts" / "distill_draft.py")
+distill = importlib.util.module_from_spec(spec)
+sys.modules["distill_draft"] = distill
+spec.loader.exec_module(distill)
+
+
+def test_detokenize_undoes_wikitext_tokenisation():
+    raw = "The M @-@ 82 road , built in 1 @,@ 200 days ( <unk> ) , isn 't long ."
+    assert distill.detokenize(raw) == "The M-82 road, built in 1,200 days (), isn't long."
+
+
+def test_article_titles_skip_sections_and_unknown_words(tmp_path):
+    path = tmp_path / "valid.txt"
+    path.write_text(" = Homarus gammarus = \n = = Description = = \n text line \n = Frank <unk> = \n = M @-@ 82 = \n")
+    assert distill.article_titles(path) == ["Homarus gammarus", "M-82"]
+
+
+def test_first_sentence_needs_eight_words():
+    text = "Too short. This sentence has well over eight words in it. Another one."
+    assert distill.first_sentence(text) == "This sentence has well over eight words in it."
+
+
+def test_linear_rounds_counts_the_bonus_token():
+    assert distill.linear_rounds([True, True, False, True], k=4) == (2, 4)  # accept 2 + bonus, then accept 1
+    assert distill.linear_rounds([False] * 3, k=2) == (3, 3)
+
+
+def test_load_split_keeps_categories(tmp_path):
+    shard = {"prompts": [[1, 2], [3]], "continuations": [[4], [5, 6]], "categories": ["qa", "rag"],
+             "topk_values": [torch.zeros(1, 2), torch.zeros(2, 2)],
+             "topk_indices": [torch.zeros(1, 2, dtype=torch.int32), torch.zeros(2, 2, dtype=torch.int32)]}
+    torch.save(shard, tmp_path / "shard_00000.pt")
+    examples = distill.load_split(tmp_path)
+    assert [e["category"] for e in examples] == ["qa", "rag"]
+    assert [e["start"] for e in examples] == [1, 0]
+    assert examples[1]["ids"].tolist() == [3, 5, 6]
+
+
+@pytest.mark.skipif(not distill.SPEC_BENCH.exists(), reason="../shared/data/spec_bench absent")
+def test_spec_bench_prompts_take_the_first_of_each_category():
+    class Tokenizer:  # chat template and tokenizer stand-ins: one id per character of the user turn
+        def apply_chat_template(self, messages, **kwargs):
+            return messages[-1]["content"]
+
+        def __call__(self, text, add_special_tokens):
+            return {"input_ids": [ord(c) for c in text]}
+
+    prompts, categories = distill.spec_bench_prompts(Tokenizer(), per_category=2)
+    assert len(categories) == 2 * len(set(categories)) == 26
+    assert all(categories.count(c) == 2 for c in categories)
