@@ -8,8 +8,11 @@ import random
 import pytest
 import torch
 
+from spec_decode.bench import Protocol, run_method
+from spec_decode.data import Prompt
 from spec_decode.decoders import build_decoder
 from spec_decode.decoders.base import Fallback
+from spec_decode.metrics import summarize
 from tests.conftest import random_prompts
 
 OURS = [("linear", {"k": 4}), ("linear", {"k": 6, "confidence": 0.4}), ("tree", {"depth": 4, "branch": 2}),
@@ -204,3 +207,14 @@ def test_bad_fallback_value_is_refused(pair64):
         with pytest.raises(ValueError, match="fallback must be true or false"):
             build_decoder(method, pair64.target, pair64.draft if method != "recycling" else None, fallback="yes",
                           **params)
+
+
+def test_results_record_the_knob_and_how_often_it_engaged(pair):
+    prompts = [Prompt("", p) for p in random_prompts(2, seed=4)]
+    run = run_method(pair, "linear", {"k": 3}, prompts, Protocol(max_new_tokens=24, warmup=0, repeats=1))
+    assert run["params"]["fallback"] is True
+    share = sum(s["fallback_rounds"] for s in run["samples"]) / sum(s["rounds"] for s in run["samples"])
+    assert summarize(run)["fallback_share"] == pytest.approx(share)
+    off = run_method(pair, "linear", {"k": 3, "fallback": False}, prompts, Protocol(max_new_tokens=24, warmup=0,
+                                                                                   repeats=1))
+    assert off["params"]["fallback"] is False and summarize(off)["fallback_share"] == 0
