@@ -296,6 +296,7 @@ def calibrate_budget(pair: ModelPair, name: str, params: dict, prompts: list[Pro
     """
     probe = build_decoder(name, pair.target, pair.draft, **params)
     probe.profile, probe.trace_rounds = True, 10**9
+    probe.fallback = False  # every profiled round a traced tree: the cost model pairs traces with round times
     samples = []
     for prompt in prompts[:CALIBRATION_PROMPTS]:
         samples.append(converse(probe, pair, prompt, protocol)[0].stats.to_dict())

@@ -37,7 +37,7 @@ def round_features(trace: dict) -> tuple[int, int, int]:
 
 
 def fit(samples: list[dict]) -> CostModel:
-    """Least-squares fit over every profiled, traced round of the samples."""
+    """Least-squares fit over every profiled, traced round of the samples (every round traced: no AR fallback)."""
     rows, draft_s, verify_s, other_s = [], [], [], []
     for s in samples:
         for trace, total, target, draft in zip(s["trace"], s["round_times_s"], s["target_forward_s_per_round"],

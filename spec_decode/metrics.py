@@ -56,6 +56,7 @@ def summarize(run: dict, baseline: dict | None = None) -> dict:
         "acceptance_node_level": accepted / sum(nodes) if nodes and sum(nodes) else float("nan"),
         "acceptance_depth_level": _depth_level(samples, params),
         "mean_tree_nodes": float(np.mean(nodes)) if nodes else float("nan"),
+        "fallback_share": sum(s.get("fallback_rounds", 0) for s in samples) / len(rounds) if rounds else 0.0,
         "target_forwards_per_token": sum(s["target_forwards"] for s in samples) / tokens,
         "draft_forwards_per_token": sum(s["draft_forwards"] for s in samples) / tokens,
         "ttft_s": spread([s["ttft_s"] for s in samples]),

@@ -34,19 +34,20 @@ def test_every_group_member_composes(group):
 def test_shortcuts_feed_the_method_group():
     cfg = compose_cfg("method=tree", "depth=8", "branch=3", "threshold=0.03", "max_nodes=128")
     assert method_specs(cfg, CONF_DIR)["tree"][1] == {"depth": 8, "branch": 3, "threshold": 0.03, "max_nodes": 128,
-                                                      "budget": "fixed", "lookup": 0, "ngram": 3, "lookup_first": False}
+                                                      "budget": "fixed", "lookup": 0, "ngram": 3, "lookup_first": False,
+                                                      "fallback": True}
     cfg = compose_cfg("method=tree", "method.depth=5")
     assert method_specs(cfg, CONF_DIR)["tree"][1]["depth"] == 5
     cfg = compose_cfg("method=linear", "k=6")
-    assert method_specs(cfg, CONF_DIR)["linear"][1] == {"k": 6, "confidence": 0.0}
+    assert method_specs(cfg, CONF_DIR)["linear"][1] == {"k": 6, "confidence": 0.0, "fallback": True}
 
 
 def test_method_list_with_labels_and_shortcuts():
     cfg = compose_cfg("methods=[ar,linear,{name:linear,label:linear_k8,k:8},tree]", "k=3")
     specs = method_specs(cfg, CONF_DIR)
     assert list(specs) == ["ar", "linear", "linear_k8", "tree"]
-    assert specs["linear"] == ("linear", {"k": 3, "confidence": 0.0})
-    assert specs["linear_k8"] == ("linear", {"k": 8, "confidence": 0.0})
+    assert specs["linear"] == ("linear", {"k": 3, "confidence": 0.0, "fallback": True})
+    assert specs["linear_k8"] == ("linear", {"k": 8, "confidence": 0.0, "fallback": True})
 
 
 def test_experiment_compare_lists_all_methods():

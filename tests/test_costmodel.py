@@ -12,7 +12,7 @@ from tests.conftest import random_prompts
 
 
 def traced_samples(pair, **params) -> list[dict]:
-    decoder = build_decoder("tree", pair.target, pair.draft, **params)
+    decoder = build_decoder("tree", pair.target, pair.draft, fallback=False, **params)  # as calibrate_budget's probe
     decoder.profile, decoder.trace_rounds = True, 10**6
     return [decoder.generate(p, 60).stats.to_dict() for p in random_prompts(3, seed=31)]
 

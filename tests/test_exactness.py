@@ -106,16 +106,17 @@ def test_perfect_draft_accepts_whole_path(pair64):
     """With the target as its own draft, every round accepts the full depth (exercises the gather fully)."""
     prompt = random_prompts(1, seed=9)[0]
     for method, params, per_round in [("linear", {"k": 4}, 5), ("tree", {"depth": 4, "branch": 2}, 5)]:
-        out = build_decoder(method, pair64.target, pair64.target, **params).generate(prompt, 31)
+        out = build_decoder(method, pair64.target, pair64.target, fallback=False, **params).generate(prompt, 31)
         assert out.tokens == ar_tokens(pair64, prompt, 31)
         assert out.stats.emitted_per_round == [per_round] * 6
 
 
 def test_branch_one_tree_equals_linear(pair64):
-    """B=1 (no pruning) drafts the same chain as Linear with K=D, so rounds coincide too."""
+    """B=1 (no pruning) drafts the same chain as Linear with K=D, so rounds coincide too (no AR fallback steps)."""
     for prompt in random_prompts(4, seed=13):
-        tree = build_decoder("tree", pair64.target, pair64.draft, depth=4, branch=1).generate(prompt, 50)
-        linear = build_decoder("linear", pair64.target, pair64.draft, k=4).generate(prompt, 50)
+        tree = build_decoder("tree", pair64.target, pair64.draft, depth=4, branch=1, fallback=False)
+        linear = build_decoder("linear", pair64.target, pair64.draft, k=4, fallback=False)
+        tree, linear = tree.generate(prompt, 50), linear.generate(prompt, 50)
         assert tree.tokens == linear.tokens
         assert tree.stats.emitted_per_round == linear.stats.emitted_per_round
 
@@ -123,9 +124,10 @@ def test_branch_one_tree_equals_linear(pair64):
 def test_confidence_stops_drafting_early(pair64):
     """A confidence threshold shortens rounds (never past K) and keeps the tokens; 1.0 drafts one token a round."""
     prompt = random_prompts(1, seed=21)[0]
-    full = build_decoder("linear", pair64.target, pair64.draft, k=6).generate(prompt, 60)
-    short = build_decoder("linear", pair64.target, pair64.draft, k=6, confidence=0.6).generate(prompt, 60)
-    single = build_decoder("linear", pair64.target, pair64.draft, k=6, confidence=1.0).generate(prompt, 60)
+    linear = {"k": 6, "fallback": False}  # every round drafts
+    full = build_decoder("linear", pair64.target, pair64.draft, **linear).generate(prompt, 60)
+    short = build_decoder("linear", pair64.target, pair64.draft, confidence=0.6, **linear).generate(prompt, 60)
+    single = build_decoder("linear", pair64.target, pair64.draft, confidence=1.0, **linear).generate(prompt, 60)
     assert short.tokens == full.tokens == single.tokens
     assert max(short.stats.drafted_per_round) <= 6 and min(short.stats.drafted_per_round[:-1]) >= 1
     assert short.stats.drafted < full.stats.drafted
@@ -135,7 +137,7 @@ def test_confidence_stops_drafting_early(pair64):
 def test_lookup_first_skips_draft_levels_when_text_repeats(pair64):
     """On a looping text the lookup chain replaces the deeper draft levels: fewer draft forwards, same tokens."""
     prompt = [5, 6, 7, 8, 9] * 8
-    knobs = {"depth": 4, "branch": 2, "threshold": 0.0, "max_nodes": 8, "lookup": 10, "ngram": 2}
+    knobs = {"depth": 4, "branch": 2, "threshold": 0.0, "max_nodes": 8, "lookup": 10, "ngram": 2, "fallback": False}
     plain = build_decoder("tree", pair64.target, pair64.draft, **knobs).generate(prompt, 60)
     first = build_decoder("tree", pair64.target, pair64.draft, lookup_first=True, **knobs).generate(prompt, 60)
     assert first.tokens == plain.tokens == ar_tokens(pair64, prompt, 60)

@@ -41,7 +41,7 @@ def test_recycling_stops_at_eos_inside_a_round_and_at_short_budgets(pair64):
 
 def test_a_known_text_is_accepted_in_long_rounds_once_recycled(pair64):
     prompt = list(range(10, 30))
-    decoder = build_decoder("recycling", pair64.target)
+    decoder = build_decoder("recycling", pair64.target, fallback=False)
     first = decoder.generate(prompt, 48).stats
     again = decoder.generate(prompt, 48).stats
     assert again.rounds < first.rounds and max(again.emitted_per_round) > 2

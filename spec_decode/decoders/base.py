@@ -28,6 +28,7 @@ class GenerationStats:
     draft_forward_s_per_round: list[float] = field(default_factory=list)
     trace: list[dict] = field(default_factory=list)
     compressions: int = 0
+    fallback_rounds: int = 0  # rounds that were plain AR steps chosen by the fallback (not the method's round)
     target_forwards: int = 0
     draft_forwards: int = 0
     ttft_s: float = 0.0
@@ -137,8 +138,58 @@ def forward(
     return out.logits[0]
 
 
+class Fallback:
+    """Per generation: run the method's round or a plain AR step, whichever has cost fewer seconds per token.
+
+    The faster kind runs; the other is re-tried after `probe` rounds, an interval that doubles (up to `max_interval`)
+    while the re-try keeps losing and resets when it wins. Seconds come from the decode loop's round times. The first
+    speculative round after AR steps (or the generation's first) is not measured: it carries the draft's catch-up.
+    """
+
+    def __init__(self, probe: int = 8, max_interval: int = 64, smoothing: float = 0.3):
+        self.probe, self.max_interval, self.smoothing = probe, max_interval, smoothing
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every measurement: the next round speculates."""
+        self.cost: dict[bool, float | None] = {True: None, False: None}  # seconds per token: speculative, AR
+        self.best, self.speculate, self.last = True, True, None
+        self.interval, self.since = self.probe, 0
+
+    def record(self, speculated: bool, seconds: float, tokens: int) -> None:
+        """Take one round's time and emitted tokens; set `speculate` for the next round."""
+        settling = speculated and self.last is not True
+        self.last = speculated
+        if speculated == self.best:
+            self.since += 1
+        if settling:
+            return  # the next round speculates again, measured
+        per_token = seconds / max(tokens, 1)
+        old = self.cost[speculated]
+        fresh = old is None or speculated != self.best  # a first or a probing measurement replaces a stale estimate
+        self.cost[speculated] = per_token if fresh else old + self.smoothing * (per_token - old)
+        self.speculate = self._choose(speculated)
+
+    def _choose(self, measured: bool) -> bool:
+        """The kind of the next round, after a measured round of kind `measured`."""
+        other = not self.best
+        if self.cost[other] is None:
+            return other  # the first AR sample
+        if measured == other:  # a probe: it wins and becomes the best, or loses and waits twice as long
+            won = self.cost[other] < self.cost[self.best]
+            self.best = other if won else self.best
+            self.interval = self.probe if won else min(2 * self.interval, self.max_interval)
+            self.since = 0
+        elif self.cost[self.best] > self.cost[other]:  # the best got slower than the other's last estimate
+            self.best, self.interval, self.since = other, self.probe, 0
+        return self.best if self.since < self.interval else not self.best
+
+
 class Decoder:
     """Greedy decoding of `target`, batch size 1. Subclasses implement `_round` and `lookahead`.
+
+    With `fallback` (speculative methods), a round may instead be a plain AR step, chosen by a `Fallback` from the
+    measured round times, so that a text where speculation does not pay costs about what AR costs.
 
     With `cache_size`, the caches are StreamingLLM sink caches: each query sees the first `sink` positions
     and its last `window` positions, window = cache_size - sink - lookahead + 1, so that a whole round
@@ -149,6 +200,8 @@ class Decoder:
     profile = False  # when True, time every model forward (per round, target and draft) without changing tokens
     static_cache = False  # pre-allocated caches, feeds padded to fixed sizes (spec_decode/static.py); same tokens
     compile = False  # CUDA: the fixed-size feeds run through torch.compile (CUDA graphs); implies static_cache
+    fallback: bool | None = None  # speculative methods: may take plain AR steps where they are faster (None: no knob)
+    counts_nodes = False  # tree methods: every round records its verified nodes (an AR step: 0)
 
     def __init__(self, target: PreTrainedModel, cache_size: int | None = None, sink: int = 4):
         self.target = target
@@ -157,6 +210,7 @@ class Decoder:
         self.cache_size, self.sink = cache_size, sink
         self._forward_s = {"target": 0.0, "draft": 0.0}
         self._static, self._static_caches, self._compiled = False, {}, None
+        self.chooser = Fallback()
 
     @property
     def lookahead(self) -> int:
@@ -179,7 +233,8 @@ class Decoder:
 
     def params(self) -> dict:
         """The method's knobs, as recorded in results."""
-        return {} if self.cache_size is None else {"cache_size": self.cache_size, "sink": self.sink,
+        fallback = {} if self.fallback is None else {"fallback": self.fallback}
+        return fallback if self.cache_size is None else fallback | {"cache_size": self.cache_size, "sink": self.sink,
                                                    "window": self.window}
 
     @torch.inference_mode()
@@ -198,15 +253,21 @@ class Decoder:
         tokens = [self._prefill(prompt, stats)]
         stats.ttft_s = self.clock.now() - start
         stops = stop_set(eos_token_id)
+        self.chooser.reset()
         while not _finished(tokens, max_new_tokens, stops):
             round_start = self.clock.now()
             self._forward_s = {"target": 0.0, "draft": 0.0}
             self._evict()
-            new = self._round(max_new_tokens - len(tokens), stats)
+            speculate = not self.fallback or self.chooser.speculate
+            new = self._round(max_new_tokens - len(tokens), stats) if speculate else self._ar_round(stats)
             new = new.cut(len(truncate_at_eos(new.tokens, stops)))
             tokens.extend(new.tokens)
             cache_length = kv.cache_length(self.target_cache) if self.cache_size is not None else None
-            stats.add(new, self.clock.now() - round_start, cache_length, self._forward_s if self.profile else None)
+            seconds = self.clock.now() - round_start
+            stats.add(new, seconds, cache_length, self._forward_s if self.profile else None)
+            if self.fallback:
+                self.chooser.record(speculate, seconds, len(new.tokens))
+                stats.fallback_rounds += not speculate
         stats.compressions = getattr(self.target_cache, "compressions", 0)
         stats.total_s = self.clock.now() - start
         return Generation(tokens, stats)
@@ -316,8 +377,9 @@ class Decoder:
         self._commit(first[None])
         return self._read(first[None], {"target": finite(logits)}, 0)[0]
 
-    def _prefilled(self, prompt: torch.Tensor, logits: torch.Tensor) -> None:
-        """After the prefill: its last logits, for decoders that learn from every target forward (none by default)."""
+    def _prefilled(self, ids: torch.Tensor, logits: torch.Tensor) -> None:
+        """After a forward that verifies nothing (the prefill, an AR step): `ids` fed and the last logits, for
+        decoders that learn from every target forward (none by default)."""
 
     def _round(self, remaining: int, stats: GenerationStats) -> Round:
         """One round: commit its tokens on the device and return them (read to the host once)."""
@@ -327,10 +389,16 @@ class Decoder:
         """One plain autoregressive step: feed the pending token, commit the target's next token."""
         pending = self.committed[self.length - 1 : self.length]
         logits = self._feed(self.target, self.target_cache, pending, self.length - 1)[-1]
+        self._prefilled(pending, logits)
         stats.target_forwards += 1
         nxt = logits.argmax()
         self._commit(nxt[None])
         return Round(self._read(nxt[None], {"target": finite(logits)}, stats.rounds + 1))
+
+    def _ar_round(self, stats: GenerationStats) -> Round:
+        """A plain AR step as a round of this method (tree methods: 0 nodes verified)."""
+        step = self._target_step(stats)
+        return replace(step, nodes=0) if self.counts_nodes else step
 
     @staticmethod
     def _read(values: torch.Tensor, checks: dict[str, torch.Tensor], round_index: int) -> list[int]:
@@ -362,6 +430,12 @@ def check_streaming(cache_size: int | None, sink: int, lookahead: int, needed: i
     if cache_size - sink - lookahead + 1 < needed:
         raise ValueError(f"cache_size {cache_size} too small: sink {sink} + a round of {lookahead} tokens "
                          f"needs cache_size >= {sink + lookahead + needed - 1}")
+
+
+def check_flag(name: str, value) -> None:
+    """Raise ValueError unless `value` is a bool."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
 
 
 def stop_set(eos_token_id: StopIds) -> frozenset[int]:

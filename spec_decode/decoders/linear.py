@@ -6,7 +6,7 @@ import torch
 from transformers import PreTrainedModel
 
 from spec_decode import kv
-from spec_decode.decoders.base import GenerationStats, Round, check_streaming, finite
+from spec_decode.decoders.base import GenerationStats, Round, check_flag, check_streaming, finite
 from spec_decode.decoders.speculative import Peek, SpeculativeDecoder
 
 
@@ -20,10 +20,10 @@ class LinearDecoder(SpeculativeDecoder):
     name = "linear"
 
     def __init__(self, target: PreTrainedModel, draft: PreTrainedModel, k: int, confidence: float = 0.0,
-                 cache_size: int | None = None, sink: int = 4):
+                 cache_size: int | None = None, sink: int = 4, fallback: bool = True):
         super().__init__(target, draft, cache_size, sink)
-        self.validate(k, confidence, cache_size, sink)
-        self.k, self.confidence = k, confidence
+        self.validate(k, confidence, cache_size, sink, fallback)
+        self.k, self.confidence, self.fallback = k, confidence, fallback
         self._peek = Peek(self.device, k)
 
     @property
@@ -31,12 +31,14 @@ class LinearDecoder(SpeculativeDecoder):
         return self.k + 1
 
     @staticmethod
-    def validate(k: int, confidence: float = 0.0, cache_size: int | None = None, sink: int = 4) -> None:
+    def validate(k: int, confidence: float = 0.0, cache_size: int | None = None, sink: int = 4,
+                 fallback: bool = True) -> None:
         """Raise ValueError for knobs outside their range."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         if not 0.0 <= confidence <= 1.0:
             raise ValueError(f"confidence must be in [0, 1], got {confidence}")
+        check_flag("fallback", fallback)
         check_streaming(cache_size, sink, lookahead=k + 1, needed=k + 1)
 
     def params(self) -> dict:

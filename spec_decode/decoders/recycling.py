@@ -11,7 +11,7 @@ import torch
 from transformers import PreTrainedModel
 
 from spec_decode import kv
-from spec_decode.decoders.base import Decoder, GenerationStats, Round, finite
+from spec_decode.decoders.base import Decoder, GenerationStats, Round, check_flag, finite
 from spec_decode.tree import Level, TokenTree, rank_template
 
 
@@ -24,12 +24,14 @@ class RecyclingDecoder(Decoder):
     """
 
     name = "recycling"
+    counts_nodes = True
 
     def __init__(self, target: PreTrainedModel, depth: int = 8, branch: int = 8, max_nodes: int = 48,
-                 keep_table: bool = True):
-        self.validate(depth, branch, max_nodes, keep_table)
+                 keep_table: bool = True, fallback: bool = True):
+        self.validate(depth, branch, max_nodes, keep_table, fallback)
         super().__init__(target)
         self.depth, self.branch, self.max_nodes, self.keep_table = depth, branch, max_nodes, keep_table
+        self.fallback = fallback
         parents, ranks, depths = rank_template(depth, branch, max_nodes)
         self.tree = TokenTree(len(parents) - 1, self.device)
         self._set_template(parents, depths)
@@ -39,16 +41,17 @@ class RecyclingDecoder(Decoder):
         self.table = torch.zeros(target.config.vocab_size, branch, dtype=torch.long, device=self.device)
 
     @staticmethod
-    def validate(depth: int = 8, branch: int = 8, max_nodes: int = 48, keep_table: bool = True) -> None:
+    def validate(depth: int = 8, branch: int = 8, max_nodes: int = 48, keep_table: bool = True,
+                 fallback: bool = True) -> None:
         """Raise ValueError for knobs outside their range."""
         if depth < 1 or branch < 1 or max_nodes < 1:
             raise ValueError(f"depth, branch and max_nodes must be >= 1, got {depth}, {branch}, {max_nodes}")
-        if not isinstance(keep_table, bool):
-            raise ValueError(f"keep_table must be true or false, got {keep_table!r}")
+        check_flag("keep_table", keep_table)
+        check_flag("fallback", fallback)
 
     def params(self) -> dict:
         return {"depth": self.depth, "branch": self.branch, "max_nodes": self.max_nodes,
-                "template_nodes": self.tree.capacity, "keep_table": self.keep_table}
+                "template_nodes": self.tree.capacity, "keep_table": self.keep_table, "fallback": self.fallback}
 
     @property
     def lookahead(self) -> int:
@@ -75,14 +78,14 @@ class RecyclingDecoder(Decoder):
         if not self.keep_table:
             self.table.zero_()
 
-    def _prefilled(self, prompt: torch.Tensor, logits: torch.Tensor) -> None:
-        """The prefill's last logits fill the table row of the prompt's last token."""
-        self.table[prompt[-1]] = logits.topk(self.branch).indices
+    def _prefilled(self, ids: torch.Tensor, logits: torch.Tensor) -> None:
+        """The prefill's (or an AR step's) last logits fill the table row of the last token fed."""
+        self.table[ids[-1]] = logits.topk(self.branch).indices
 
     def _round(self, remaining: int, stats: GenerationStats) -> Round:
         depth = min(len(self._levels), remaining - 1)
         if depth == 0:
-            return self._target_step(stats)
+            return self._ar_round(stats)
         tree, root, n = self.tree, self.length - 1, self._levels[depth - 1].end
         tree.tokens[0] = self.committed[root]
         for level in self._levels[:depth]:  # one gather per level: each node is its parent's rank-r recycled token

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 from transformers import PreTrainedModel
 
 from spec_decode import kv
-from spec_decode.decoders.base import GenerationStats, Round, check_streaming, finite
+from spec_decode.decoders.base import GenerationStats, Round, check_flag, check_streaming, finite
 from spec_decode.decoders.speculative import Peek, SpeculativeDecoder
 from spec_decode.lookup import ngram_continuation
 from spec_decode.tree import Level, TokenTree, level_slots, max_tree_nodes
@@ -31,14 +29,16 @@ class TreeDecoder(SpeculativeDecoder):
     """
 
     name = "tree"
+    counts_nodes = True
     trace_rounds = 0  # record the first N rounds' trees (nodes, pruned children, target verdicts, accepted path)
 
     def __init__(self, target: PreTrainedModel, draft: PreTrainedModel, depth: int, branch: int,
                  threshold: float = 0.0, max_nodes: int = 1_000_000, lookup: int = 0, ngram: int = 3,
-                 lookup_first: bool = False, cache_size: int | None = None, sink: int = 4):
+                 lookup_first: bool = False, cache_size: int | None = None, sink: int = 4, fallback: bool = True):
         super().__init__(target, draft, cache_size, sink)
-        self.validate(depth, branch, threshold, max_nodes, lookup, ngram, lookup_first, cache_size, sink)
+        self.validate(depth, branch, threshold, max_nodes, lookup, ngram, lookup_first, cache_size, sink, fallback)
         self.depth, self.branch, self.threshold, self.max_nodes = depth, branch, threshold, max_nodes
+        self.fallback = fallback
         self.lookup, self.ngram, self.lookup_first = lookup, ngram, lookup_first
         capacity = max_tree_nodes(depth, branch, max_nodes)
         self._level_slots = sum(level_slots(depth, branch, capacity))
@@ -57,7 +57,8 @@ class TreeDecoder(SpeculativeDecoder):
 
     @staticmethod
     def validate(depth: int, branch: int, threshold: float = 0.0, max_nodes: int = 1_000_000, lookup: int = 0,
-                 ngram: int = 3, lookup_first: bool = False, cache_size: int | None = None, sink: int = 4) -> None:
+                 ngram: int = 3, lookup_first: bool = False, cache_size: int | None = None, sink: int = 4,
+                 fallback: bool = True) -> None:
         """Raise ValueError for knobs outside their range."""
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
@@ -69,8 +70,8 @@ class TreeDecoder(SpeculativeDecoder):
             raise ValueError(f"max_nodes must be >= 1, got {max_nodes}")
         if lookup < 0 or ngram < 1:
             raise ValueError(f"lookup must be >= 0 and ngram >= 1, got {lookup} and {ngram}")
-        if not isinstance(lookup_first, bool):
-            raise ValueError(f"lookup_first must be true or false, got {lookup_first!r}")
+        check_flag("lookup_first", lookup_first)
+        check_flag("fallback", fallback)
         nodes = max_tree_nodes(depth, branch, max_nodes) + lookup
         check_streaming(cache_size, sink, lookahead=nodes + 1, needed=max(depth, lookup) + 1)
 
@@ -82,7 +83,7 @@ class TreeDecoder(SpeculativeDecoder):
     def _round(self, remaining: int, stats: GenerationStats) -> Round:
         depth = min(self.depth, remaining - 1)
         if depth == 0:
-            return replace(self._target_step(stats), nodes=0)
+            return self._ar_round(stats)
         tree, root = self.tree, self.length - 1
         tracing = len(stats.trace) < self.trace_rounds
         tree.pruned = [] if tracing else None
