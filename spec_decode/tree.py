@@ -35,6 +35,14 @@ class Level:
         return self.end - self.start
 
 
+def template_ancestors(parents: list[int]) -> torch.Tensor:
+    """The ancestor matrix (node i: itself and its ancestors) of a tree given by its parents, parents first."""
+    ancestors = torch.eye(len(parents), dtype=torch.bool)
+    for i in range(1, len(parents)):  # once per template, not per round
+        ancestors[i] |= ancestors[parents[i]]
+    return ancestors
+
+
 def max_tree_nodes(depth: int, branch: int, max_nodes: int) -> int:
     """The most non-root nodes a tree of this shape can hold."""
     full = sum(branch**d for d in range(1, depth + 1)) if branch > 1 else depth
@@ -52,11 +60,12 @@ def level_slots(depth: int, branch: int, capacity: int) -> list[int]:
     return widths
 
 
-def rank_template(depth: int, branch: int, nodes: int) -> tuple[list[int], list[int], list[int]]:
+def rank_template(depth: int, branch: int, nodes: int, with_order: bool = False) -> tuple[list[int], ...]:
     """A static tree of the `nodes` likeliest rank paths (ranks < `branch`, length <= `depth`), a path of ranks
     r1..rd scored prod 0.6/(r+1)^2 (a prior: the top candidate is accepted most, lower ranks fall off fast; 48 nodes
     reach depth 8 along rank 0): parents, ranks and depths in BFS order, the root first. A child scores below its
-    parent, so the chosen paths hold every prefix of theirs."""
+    parent, so the chosen paths hold every prefix of theirs. `with_order` adds each node's place in likeliest-first
+    order (root 0): the nodes placed <= k form a tree of the k likeliest paths."""
     def score(path: tuple[int, ...]) -> float:
         return math.prod(0.6 / (rank + 1) ** 2 for rank in path)
 
@@ -69,10 +78,12 @@ def rank_template(depth: int, branch: int, nodes: int) -> tuple[list[int], list[
         if len(path) < depth:
             for rank in range(branch):
                 heapq.heappush(frontier, (-score((*path, rank)), (*path, rank)))
+    popped = {path: i + 1 for i, path in enumerate(paths)}
     paths.sort(key=lambda path: (len(path), path))
     index = {(): 0} | {path: i + 1 for i, path in enumerate(paths)}
-    return ([0] + [index[path[:-1]] for path in paths], [0] + [path[-1] for path in paths],
-            [0] + [len(path) for path in paths])
+    shape = ([0] + [index[path[:-1]] for path in paths], [0] + [path[-1] for path in paths],
+             [0] + [len(path) for path in paths])
+    return (*shape, [0] + [popped[path] for path in paths]) if with_order else shape
 
 
 class TokenTree:
@@ -172,6 +183,30 @@ class TokenTree:
         self.live[start:end] = (step >= shared) & (step < count)
         self.ancestors[start:end] = self.ancestors[deepest]
         self.ancestors[start:end, start:end] = (step[:, None] >= step[None, :]) & (step[None, :] >= shared)
+        self.size = end
+        return Level(start, end)
+
+    def append_template(self, tokens: torch.Tensor, parents: torch.Tensor, ancestors: torch.Tensor,
+                        live: torch.Tensor | None = None) -> Level:
+        """Hang a template subtree from the root: template nodes 1..T (`tokens`, `parents`, `ancestors` indexed with
+        the template's root at 0, parents before children) take the next T slots; `live` (bool, T + 1) keeps some.
+
+        Nodes may duplicate ones the tree holds (verification does not need them unique). Tensor ops only.
+        """
+        start, count = self.size, tokens.numel() - 1
+        end = start + count
+        if end > self.tokens.numel():
+            raise ValueError(f"no room for a template of {count} nodes ({self.tokens.numel() - start} slots left)")
+        new = slice(start, end)
+        self.tokens[new] = tokens[1:]
+        self.parents[new] = torch.where(parents[1:] == 0, 0, parents[1:] + start - 1)
+        self.depth[new] = ancestors[1:].sum(-1) - 1
+        self.probs[new] = 1.0  # recycled nodes come from past verifications, not from the draft
+        self.log_path_prob[new] = 0.0
+        self.live[new] = True if live is None else live[1:]
+        self.ancestors[new] = False
+        self.ancestors[new, 0] = True
+        self.ancestors[new, new] = ancestors[1:, 1:]
         self.size = end
         return Level(start, end)
 
