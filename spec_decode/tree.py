@@ -104,11 +104,13 @@ class TokenTree:
         self.ancestors = torch.zeros(size, size, dtype=torch.bool, device=device)
         self.size = 1
         self.levels = 0
+        self.budget = capacity  # live draft nodes this tree may grow (<= capacity), set per tree by `reset`
         self.pruned: list[dict] | None = None  # set to a list to record the children pruning dropped
         self._pruned_slots: list[tuple[torch.Tensor, ...]] = []
 
-    def reset(self, root_token: torch.Tensor) -> Level:
-        """Start a new tree whose only node is `root_token`."""
+    def reset(self, root_token: torch.Tensor, budget: int | None = None) -> Level:
+        """Start a new tree whose only node is `root_token`; growth keeps at most `budget` live nodes (capacity)."""
+        self.budget = self.capacity if budget is None else min(budget, self.capacity)
         self.tokens[0] = root_token
         self.ancestors[0].zero_()
         self.ancestors[0, 0] = True
@@ -137,8 +139,8 @@ class TokenTree:
         grown = self.live[cand_parents] if allow is None else self.live[cand_parents] & allow
         cand_logp = self.log_path_prob[cand_parents] + top_p.log()
         passing = grown & (top_p >= threshold)
-        keep, room = passing, self.capacity + 1 - self.live[: self.size].sum()
-        if self.capacity + 1 - self.size < top_p.numel():  # the node cap may bind (slots used bound live nodes)
+        keep, room = passing, self.budget + 1 - self.live[: self.size].sum()
+        if self.budget + 1 - self.size < top_p.numel():  # the node cap may bind (slots used bound live nodes)
             order = torch.sort(torch.where(passing, cand_logp, -torch.inf), descending=True, stable=True).indices
             rank = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=order.device))
             keep = passing & (rank < room)
@@ -149,7 +151,7 @@ class TokenTree:
 
     def stalled(self, level: Level) -> torch.Tensor:
         """Bool scalar: growth cannot go on (the level holds no live node, or the tree is full)."""
-        return ~self.live[level.start : level.end].any() | (self.live[: self.size].sum() > self.capacity)
+        return ~self.live[level.start : level.end].any() | (self.live[: self.size].sum() > self.budget)
 
     def trim(self, level: Level, live: int) -> Level:
         """Drop the newest level's dead slots, given how many of its nodes live (they come first)."""
@@ -266,6 +268,13 @@ class TokenTree:
         """
         return self.ancestors[rows.start : rows.end, first_node : rows.end]
 
+    def agreeing(self, target_next: torch.Tensor) -> torch.Tensor:
+        """Bool per node of a compacted tree: its root path's tokens all equal the target's greedy choices."""
+        n = self.size
+        correct = self.tokens[1:n] == target_next[self.parents[1:n]]
+        wrong = torch.cat([correct.new_zeros(1), ~correct])
+        return ~(self.ancestors[:n, :n] & wrong).any(-1)
+
     def accept(self, target_next: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Longest root path whose tokens all equal the target's greedy choice: (path, length, bonus token).
 
@@ -274,9 +283,7 @@ class TokenTree:
         after the path's last node. All three stay on the device.
         """
         n = self.size
-        correct = self.tokens[1:n] == target_next[self.parents[1:n]]
-        wrong = torch.cat([correct.new_zeros(1), ~correct])
-        on_good_path = ~(self.ancestors[:n, :n] & wrong).any(-1)
+        on_good_path = self.agreeing(target_next)
         best = (self.depth[:n] * on_good_path).argmax()[None]  # 1-d: indexing with it reads nothing to the host
         index = torch.where(self.ancestors[best, :n][0], self.depth[:n], n)  # an ancestor's place is its depth
         path = torch.zeros(n + 1, dtype=torch.long, device=index.device)
