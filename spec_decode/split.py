@@ -18,17 +18,19 @@ class SourceSplit:
     over the rounds s had nodes in; every source starts at 1. A source gets round(cap * min(1, score)) nodes: one
     that earns a token a round keeps its cap, one whose nodes keep failing shrinks to 0, and after `probe` rounds
     without nodes it gets a probe of half its cap, so it can come back. Cost: the draft (the one source that costs
-    forwards) is not run at all while another source with nodes earns more than a token a round and more
-    as the draft (again probed every `probe` rounds).
+    forwards) is not run at all while another source with nodes earns more than a token a round and the draft's
+    `margin` (a running mean of how much deeper it got than every other source) is below `skip_below` tokens a
+    round: the others already fill the tree with likelier tokens (the draft is probed every `probe` rounds).
     """
 
-    def __init__(self, caps: dict[str, int], decay: float = 0.7, probe: int = 8):
-        self.caps, self.decay, self.probe = caps, decay, probe
+    def __init__(self, caps: dict[str, int], decay: float = 0.7, probe: int = 8, skip_below: float = 0.5):
+        self.caps, self.decay, self.probe, self.skip_below = caps, decay, probe, skip_below
         self.reset()
 
     def reset(self) -> None:
         self.score = dict.fromkeys(self.caps, 1.0)
         self.idle = dict.fromkeys(self.caps, 0)
+        self.margin = 1.0
 
     def plan(self) -> dict[str, int]:
         """The next round's node count per source (each within its cap)."""
@@ -47,7 +49,10 @@ class SourceSplit:
         for s in self.caps:
             if nodes.get(s):
                 self.score[s] = self.decay * self.score[s] + (1 - self.decay) * earned[s]
+        if nodes.get("draft"):
+            others = max((earned[s] for s in self.caps if s != "draft" and nodes.get(s)), default=0)
+            self.margin = self.decay * self.margin + (1 - self.decay) * max(0, earned["draft"] - others)
 
     def _others_suffice(self, counts: dict[str, int]) -> bool:
         best = max((self.score[s] for s in self.caps if s != "draft" and counts[s]), default=0.0)
-        return best > max(1.0, self.score["draft"])
+        return best > 1.0 and self.margin < self.skip_below

@@ -34,7 +34,8 @@ def test_every_group_member_composes(group):
 def test_shortcuts_feed_the_method_group():
     cfg = compose_cfg("method=tree", "depth=8", "branch=3", "threshold=0.03", "max_nodes=128")
     assert method_specs(cfg, CONF_DIR)["tree"][1] == {"depth": 8, "branch": 3, "threshold": 0.03, "max_nodes": 128,
-                                                      "budget": "fixed", "lookup": 0, "ngram": 3, "lookup_first": False}
+                                                      "budget": "fixed", "lookup": 0, "ngram": 3, "lookup_first": False,
+                                                      "recycle": 0, "budget_split": False}
     cfg = compose_cfg("method=tree", "method.depth=5")
     assert method_specs(cfg, CONF_DIR)["tree"][1]["depth"] == 5
     cfg = compose_cfg("method=linear", "k=6")
