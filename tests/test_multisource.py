@@ -164,3 +164,38 @@ def test_knobs_are_validated_and_recorded(pair64):
     decoder = build_decoder("tree", pair64.target, pair64.draft, depth=4, branch=2, recycle=8, budget_split=True)
     assert decoder.params() | {"recycle": 8, "budget_split": True} == decoder.params()
     assert decoder.lookahead == decoder.tree.capacity + 8 + 1
+
+
+def test_draft_cache_holds_only_committed_tokens_when_paths_run_through_recycled_nodes(pair64):
+    """A stranger draft and a table that knows the loop: accepted paths run through recycled nodes the draft never
+    saw; its cache must still hold exactly the committed tokens' keys (as a fresh prefill computes them)."""
+    from spec_decode import kv
+
+    stranger = tiny_pair("llama" if pair64.target.config.model_type != "llama" else "gpt_neox", seed=5,
+                         dtype=torch.float64).draft
+    prompt = [5, 6, 7, 8, 9, 10, 11] * 5
+    decoder = build_decoder("tree", pair64.target, stranger, depth=4, branch=2, max_nodes=10, recycle=24)
+    decoder.trace_rounds = 1000
+    decoder.generate(prompt, 30)
+    out = decoder.generate(prompt, 60)
+    assert out.tokens == ar_tokens(pair64, prompt, 60)
+    recycled_paths = sum(any(node > decoder.tree.capacity for node in r["accepted"]) for r in out.stats.trace)
+    assert recycled_paths > 3
+    held = kv.next_position(decoder.draft_cache)
+    assert held <= decoder.length
+    with torch.inference_mode():
+        fresh = kv.new_cache()
+        stranger(input_ids=decoder.committed[:held][None], cache=fresh, use_cache=True)
+    for kept, expected in zip(decoder.draft_cache.layers, fresh.layers, strict=True):
+        torch.testing.assert_close(kept.keys[..., :held, :], expected.keys)
+
+
+@pytest.mark.parametrize("cache_size", [48, 80])
+def test_streaming_matches_streaming_ar_with_the_same_window(pair64, cache_size):
+    params = {"depth": 4, "branch": 2, "max_nodes": 10, "lookup": 4, "recycle": 12, "budget_split": True}
+    decoder = build_decoder("streaming_tree", pair64.target, pair64.draft, cache_size=cache_size, **params)
+    ar = build_decoder("streaming_ar", pair64.target, cache_size=cache_size - decoder.lookahead + 1)
+    assert decoder.window == ar.window
+    for prompt in random_prompts(2, seed=4) + [[5, 6, 7, 8, 9, 10] * 6]:
+        out = decoder.generate(prompt, 100)
+        assert out.tokens == ar.generate(prompt, 100).tokens and out.stats.compressions > 0

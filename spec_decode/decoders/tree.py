@@ -173,10 +173,11 @@ class TreeDecoder(SpeculativeDecoder):
         self.tree.append_template(tokens, recycled.parents, recycled.ancestors, live)
 
     def _by_source(self, target_next: torch.Tensor, bounds: list[int]) -> torch.Tensor:
-        """Per source (draft, lookup, recycle): live nodes, then the deepest node of its the target agrees with."""
+        """Per source (draft, lookup, recycle): its live nodes, then the depth of its deepest agreeing node."""
         tree = self.tree
         n = tree.size
-        source = torch.bucketize(tree.slot[1:n], torch.tensor(bounds, device=self.device), right=True)
+        slot = tree.slot[1:n]
+        source = (slot >= bounds[0]).long() + (slot >= bounds[1]).long()  # 0 draft, 1 lookup, 2 recycle
         nodes = torch.zeros(len(SOURCES), dtype=torch.long, device=self.device)
         nodes.scatter_add_(0, source, torch.ones_like(source))
         earned = torch.zeros_like(nodes).scatter_reduce_(0, source, tree.depth[1:n] * tree.agreeing(target_next)[1:],
