@@ -151,8 +151,8 @@ class TreeDecoder(SpeculativeDecoder):
         accepted, in_draft, *rest = self._read(values, checks, stats.rounds + 1)  # host read 2
         if self.budget_split:
             k = len(SOURCES)
-            self.split.update(dict(zip(SOURCES, rest[:k], strict=True)), dict(zip(SOURCES, rest[k:], strict=False)))
-            rest = rest[2 * k :]
+            nodes, earned, rest = rest[:k], rest[k : 2 * k], rest[2 * k :]
+            self.split.update(dict(zip(SOURCES, nodes, strict=True)), dict(zip(SOURCES, earned, strict=True)))
         drafted_upto, tokens = rest[:levels], rest[levels : levels + accepted + 1]
         if tracing:
             stats.trace.append(tree.snapshot() | {"target_next": target_next[:n].tolist(),
