@@ -35,6 +35,14 @@ class Level:
         return self.end - self.start
 
 
+def template_ancestors(parents: list[int]) -> torch.Tensor:
+    """The ancestor matrix (node i: itself and its ancestors) of a tree given by its parents, parents first."""
+    ancestors = torch.eye(len(parents), dtype=torch.bool)
+    for i in range(1, len(parents)):  # once per template, not per round
+        ancestors[i] |= ancestors[parents[i]]
+    return ancestors
+
+
 def max_tree_nodes(depth: int, branch: int, max_nodes: int) -> int:
     """The most non-root nodes a tree of this shape can hold."""
     full = sum(branch**d for d in range(1, depth + 1)) if branch > 1 else depth
@@ -52,11 +60,12 @@ def level_slots(depth: int, branch: int, capacity: int) -> list[int]:
     return widths
 
 
-def rank_template(depth: int, branch: int, nodes: int) -> tuple[list[int], list[int], list[int]]:
+def rank_template(depth: int, branch: int, nodes: int, with_order: bool = False) -> tuple[list[int], ...]:
     """A static tree of the `nodes` likeliest rank paths (ranks < `branch`, length <= `depth`), a path of ranks
     r1..rd scored prod 0.6/(r+1)^2 (a prior: the top candidate is accepted most, lower ranks fall off fast; 48 nodes
     reach depth 8 along rank 0): parents, ranks and depths in BFS order, the root first. A child scores below its
-    parent, so the chosen paths hold every prefix of theirs."""
+    parent, so the chosen paths hold every prefix of theirs. `with_order` adds each node's place in likeliest-first
+    order (root 0): the nodes placed <= k form a tree of the k likeliest paths."""
     def score(path: tuple[int, ...]) -> float:
         return math.prod(0.6 / (rank + 1) ** 2 for rank in path)
 
@@ -69,10 +78,12 @@ def rank_template(depth: int, branch: int, nodes: int) -> tuple[list[int], list[
         if len(path) < depth:
             for rank in range(branch):
                 heapq.heappush(frontier, (-score((*path, rank)), (*path, rank)))
+    popped = {path: i + 1 for i, path in enumerate(paths)}
     paths.sort(key=lambda path: (len(path), path))
     index = {(): 0} | {path: i + 1 for i, path in enumerate(paths)}
-    return ([0] + [index[path[:-1]] for path in paths], [0] + [path[-1] for path in paths],
-            [0] + [len(path) for path in paths])
+    shape = ([0] + [index[path[:-1]] for path in paths], [0] + [path[-1] for path in paths],
+             [0] + [len(path) for path in paths])
+    return (*shape, [0] + [popped[path] for path in paths]) if with_order else shape
 
 
 class TokenTree:
@@ -93,11 +104,13 @@ class TokenTree:
         self.ancestors = torch.zeros(size, size, dtype=torch.bool, device=device)
         self.size = 1
         self.levels = 0
+        self.budget = capacity  # live draft nodes this tree may grow (<= capacity), set per tree by `reset`
         self.pruned: list[dict] | None = None  # set to a list to record the children pruning dropped
         self._pruned_slots: list[tuple[torch.Tensor, ...]] = []
 
-    def reset(self, root_token: torch.Tensor) -> Level:
-        """Start a new tree whose only node is `root_token`."""
+    def reset(self, root_token: torch.Tensor, budget: int | None = None) -> Level:
+        """Start a new tree whose only node is `root_token`; growth keeps at most `budget` live nodes (capacity)."""
+        self.budget = self.capacity if budget is None else min(budget, self.capacity)
         self.tokens[0] = root_token
         self.ancestors[0].zero_()
         self.ancestors[0, 0] = True
@@ -126,8 +139,8 @@ class TokenTree:
         grown = self.live[cand_parents] if allow is None else self.live[cand_parents] & allow
         cand_logp = self.log_path_prob[cand_parents] + top_p.log()
         passing = grown & (top_p >= threshold)
-        keep, room = passing, self.capacity + 1 - self.live[: self.size].sum()
-        if self.capacity + 1 - self.size < top_p.numel():  # the node cap may bind (slots used bound live nodes)
+        keep, room = passing, self.budget + 1 - self.live[: self.size].sum()
+        if self.budget + 1 - self.size < top_p.numel():  # the node cap may bind (slots used bound live nodes)
             order = torch.sort(torch.where(passing, cand_logp, -torch.inf), descending=True, stable=True).indices
             rank = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=order.device))
             keep = passing & (rank < room)
@@ -138,7 +151,7 @@ class TokenTree:
 
     def stalled(self, level: Level) -> torch.Tensor:
         """Bool scalar: growth cannot go on (the level holds no live node, or the tree is full)."""
-        return ~self.live[level.start : level.end].any() | (self.live[: self.size].sum() > self.capacity)
+        return ~self.live[level.start : level.end].any() | (self.live[: self.size].sum() > self.budget)
 
     def trim(self, level: Level, live: int) -> Level:
         """Drop the newest level's dead slots, given how many of its nodes live (they come first)."""
@@ -172,6 +185,30 @@ class TokenTree:
         self.live[start:end] = (step >= shared) & (step < count)
         self.ancestors[start:end] = self.ancestors[deepest]
         self.ancestors[start:end, start:end] = (step[:, None] >= step[None, :]) & (step[None, :] >= shared)
+        self.size = end
+        return Level(start, end)
+
+    def append_template(self, tokens: torch.Tensor, parents: torch.Tensor, ancestors: torch.Tensor,
+                        live: torch.Tensor | None = None) -> Level:
+        """Hang a template subtree from the root: template nodes 1..T (`tokens`, `parents`, `ancestors` indexed with
+        the template's root at 0, parents before children) take the next T slots; `live` (bool, T + 1) keeps some.
+
+        Nodes may duplicate ones the tree holds (verification does not need them unique). Tensor ops only.
+        """
+        start, count = self.size, tokens.numel() - 1
+        end = start + count
+        if end > self.tokens.numel():
+            raise ValueError(f"no room for a template of {count} nodes ({self.tokens.numel() - start} slots left)")
+        new = slice(start, end)
+        self.tokens[new] = tokens[1:]
+        self.parents[new] = torch.where(parents[1:] == 0, 0, parents[1:] + start - 1)
+        self.depth[new] = ancestors[1:].sum(-1) - 1
+        self.probs[new] = 1.0  # recycled nodes come from past verifications, not from the draft
+        self.log_path_prob[new] = 0.0
+        self.live[new] = True if live is None else live[1:]
+        self.ancestors[new] = False
+        self.ancestors[new, 0] = True
+        self.ancestors[new, new] = ancestors[1:, 1:]
         self.size = end
         return Level(start, end)
 
@@ -231,6 +268,13 @@ class TokenTree:
         """
         return self.ancestors[rows.start : rows.end, first_node : rows.end]
 
+    def agreeing(self, target_next: torch.Tensor) -> torch.Tensor:
+        """Bool per node of a compacted tree: its root path's tokens all equal the target's greedy choices."""
+        n = self.size
+        correct = self.tokens[1:n] == target_next[self.parents[1:n]]
+        wrong = torch.cat([correct.new_zeros(1), ~correct])
+        return ~(self.ancestors[:n, :n] & wrong).any(-1)
+
     def accept(self, target_next: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Longest root path whose tokens all equal the target's greedy choice: (path, length, bonus token).
 
@@ -239,9 +283,7 @@ class TokenTree:
         after the path's last node. All three stay on the device.
         """
         n = self.size
-        correct = self.tokens[1:n] == target_next[self.parents[1:n]]
-        wrong = torch.cat([correct.new_zeros(1), ~correct])
-        on_good_path = ~(self.ancestors[:n, :n] & wrong).any(-1)
+        on_good_path = self.agreeing(target_next)
         best = (self.depth[:n] * on_good_path).argmax()[None]  # 1-d: indexing with it reads nothing to the host
         index = torch.where(self.ancestors[best, :n][0], self.depth[:n], n)  # an ancestor's place is its depth
         path = torch.zeros(n + 1, dtype=torch.long, device=index.device)

@@ -84,6 +84,7 @@ BAD_INPUT = [
     (["method=linear", "method.confidence=1.5"], "confidence"), (["method=tree", "method.lookup_first=maybe"],
                                                                   "lookup_first"),
     (["method=linear", "method.fallback=maybe"], "fallback"),
+    (["method=tree", "method.budget_split=maybe"], "budget_split"), (["method=tree", "method.recycle=-1"], "recycle"),
     (["model=tiny", "model.arch=gpt9"], "gpt9"), (["dataset=wikitext2", "dataset.path=/no/such"], "dataset.path"),
     # knobs the chosen method does not use are still checked, types included
     (["method=tree", "k=0"], "k"), (["method=tree", "k=-1"], "k"), (["method=tree", "k="], "k"),

@@ -33,6 +33,8 @@ CONFIGS = [
     ("tree", {"depth": 8, "branch": 3, "threshold": 0.3}),
     ("tree", {"depth": 8, "branch": 3, "threshold": 0.05, "max_nodes": 40, "lookup": 8}),
     ("tree", {"depth": 8, "branch": 3, "threshold": 0.3, "max_nodes": 16, "lookup": 8, "lookup_first": True}),
+    ("tree", {"depth": 6, "branch": 2, "threshold": 0.05, "max_nodes": 16, "lookup": 8, "recycle": 16,
+              "budget_split": True}),
 ]
 BUDGET = 2  # blocking host reads per round; the prefill reads once more (the first token)
 

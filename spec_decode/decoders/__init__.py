@@ -35,9 +35,10 @@ def validate_method(name: str, params: dict) -> None:
     if budget not in (None, "fixed") and not (budget == "auto" and "tree" in name):
         raise ValueError(f"budget must be 'fixed' or (tree methods) 'auto', got {budget!r}")
     DECODERS[name].validate(**params)
-    if budget == "auto" and params.get("lookup", 0):
-        raise ValueError("budget: auto cannot be combined with lookup > 0: the cost model counts draft levels only, "
-                         "so lookup chain nodes would be misbudgeted; use budget: fixed or lookup: 0")
+    if budget == "auto" and (params.get("lookup", 0) or params.get("recycle", 0)):
+        raise ValueError("budget: auto cannot be combined with lookup > 0 or recycle > 0: the cost model counts draft "
+                         "levels only, so lookup chain nodes would be misbudgeted (recycled ones too); "
+                         "use budget: fixed")
 
 
 def _check_name(name: str, params: dict) -> None:

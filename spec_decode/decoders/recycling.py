@@ -1,8 +1,8 @@
 """Token Recycling (Luo et al., 2024): draft-free trees from a table of each token's likeliest next tokens.
 
-The table holds, for every vocabulary token, the top-`branch` next tokens the target last predicted after it; every
-verification refreshes the rows of the tokens it verified from the logits it computed anyway (no extra forward).
-A round fills a static tree template from the table (one gather per level) and verifies it in one target forward.
+The table (spec_decode/recycle.py) holds, for every vocabulary token, the top-`branch` next tokens the target last
+predicted after it, refreshed from every verification's logits. A round fills a static tree template from the table
+(one gather per level) and verifies it in one target forward.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from transformers import PreTrainedModel
 
 from spec_decode import kv
 from spec_decode.decoders.base import Decoder, GenerationStats, Round, check_flag, finite
-from spec_decode.tree import Level, TokenTree, rank_template
+from spec_decode.recycle import RecycleTable
+from spec_decode.tree import TokenTree
 
 
 class RecyclingDecoder(Decoder):
@@ -32,13 +33,16 @@ class RecyclingDecoder(Decoder):
         super().__init__(target)
         self.depth, self.branch, self.max_nodes, self.keep_table = depth, branch, max_nodes, keep_table
         self.fallback = fallback
-        parents, ranks, depths = rank_template(depth, branch, max_nodes)
-        self.tree = TokenTree(len(parents) - 1, self.device)
-        self._set_template(parents, depths)
-        self._rank = torch.tensor(ranks, device=self.device)
-        self._levels = [Level(depths.index(d), len(depths) - depths[::-1].index(d)) for d in range(1, max(depths) + 1)]
-        self._upto = [level.end - 1 for level in self._levels]  # nodes (root excluded) at depth <= d
-        self.table = torch.zeros(target.config.vocab_size, branch, dtype=torch.long, device=self.device)
+        self.recycled = RecycleTable(target.config.vocab_size, depth, branch, max_nodes, self.device)
+        self.tree = TokenTree(self.recycled.nodes, self.device)
+        self.tree.reset(torch.zeros((), dtype=torch.long))
+        self.tree.append_template(torch.zeros_like(self.recycled.parents), self.recycled.parents,
+                                  self.recycled.ancestors)
+        self._upto = [level.end - 1 for level in self.recycled.levels]  # nodes (root excluded) at depth <= d
+
+    @property
+    def table(self) -> torch.Tensor:
+        return self.recycled.table
 
     @staticmethod
     def validate(depth: int = 8, branch: int = 8, max_nodes: int = 48, keep_table: bool = True,
@@ -59,44 +63,30 @@ class RecyclingDecoder(Decoder):
 
     def reset_state(self) -> None:
         """Forget the table (the benchmark calls this after warm-up)."""
-        self.table.zero_()
-
-    def _set_template(self, parents: list[int], depths: list[int]) -> None:
-        """Write the static template's shape (parents, depths, ancestor matrix) into the tree once."""
-        tree, n = self.tree, len(parents)
-        tree.parents[:n] = torch.tensor(parents, device=self.device)
-        tree.depth[:n] = torch.tensor(depths, device=self.device)
-        tree.live[:n] = True
-        tree.ancestors[0, 0] = True
-        for i in range(1, n):  # once per decoder, not per round
-            tree.ancestors[i] = tree.ancestors[parents[i]]
-            tree.ancestors[i, i] = True
-        tree.size = n
+        self.recycled.clear()
 
     def _begin(self, prompt: torch.Tensor, max_new_tokens: int) -> None:
         super()._begin(prompt, max_new_tokens)
         if not self.keep_table:
-            self.table.zero_()
+            self.recycled.clear()
 
     def _prefilled(self, ids: torch.Tensor, logits: torch.Tensor) -> None:
         """The prefill's (or an AR step's) last logits fill the table row of the last token fed."""
-        self.table[ids[-1]] = logits.topk(self.branch).indices
+        self.recycled.update(ids[-1:], logits[None])
 
     def _round(self, remaining: int, stats: GenerationStats) -> Round:
-        depth = min(len(self._levels), remaining - 1)
+        depth = min(len(self.recycled.levels), remaining - 1)
         if depth == 0:
             return self._ar_round(stats)
-        tree, root, n = self.tree, self.length - 1, self._levels[depth - 1].end
+        tree, root, n = self.tree, self.length - 1, self.recycled.levels[depth - 1].end
         tree.tokens[0] = self.committed[root]
-        for level in self._levels[:depth]:  # one gather per level: each node is its parent's rank-r recycled token
-            nodes = slice(level.start, level.end)
-            tree.tokens[nodes] = self.table[tree.tokens[tree.parents[nodes]], self._rank[nodes]]
+        self.recycled.fill(tree.tokens, depth)
         tree.size = n
         logits = self._feed(self.target, self.target_cache, tree.tokens[:n], root, root + tree.depth[:n],
                             tree.ancestors[:n, :n])
         stats.target_forwards += 1
         target_next = logits.argmax(-1)
-        self.table[tree.tokens[:n]] = logits.topk(self.branch, dim=-1).indices  # recycled: no extra forward
+        self.recycled.update(tree.tokens[:n], logits)  # recycled: no extra forward
         path, accepted, bonus = tree.accept(target_next)
         emitted = torch.cat([tree.tokens[path[1:]], bonus[None]]).scatter_(0, accepted[None], bonus[None])
         accepted, *tokens = self._read(torch.cat([accepted[None], emitted]), {"target": finite(logits)},

@@ -9,6 +9,8 @@ from spec_decode import kv
 from spec_decode.decoders.base import GenerationStats, Round, check_flag, check_streaming, finite
 from spec_decode.decoders.speculative import Peek, SpeculativeDecoder
 from spec_decode.lookup import ngram_continuation
+from spec_decode.recycle import RecycleTable
+from spec_decode.split import SOURCES, SourceSplit
 from spec_decode.tree import Level, TokenTree, level_slots, max_tree_nodes
 
 
@@ -21,6 +23,10 @@ class TreeDecoder(SpeculativeDecoder):
     occurrence of the context's last n-gram (n <= `ngram`), verified in the same target forward; with
     `lookup_first`, a round whose chain starts with the draft's top choice grows no deeper draft levels
     (the text is repeating itself: the chain is likelier than the draft and costs no draft forwards).
+    With `recycle` > 0 the tree also holds a recycled subtree from the root (Token Recycling's table of each token's
+    top next tokens, refreshed from every verification's logits; the `recycle` likeliest rank paths), verified in
+    the same forward. With `budget_split`, each source's node count is re-decided every round from the depth the
+    target accepted along its nodes lately (spec_decode/split.py); a round may then run no draft at all.
 
     A round reads the device twice: the live tree's size before verification (dead, pruned slots are never
     verified) and the accepted count with the emitted tokens. A level whose live count has not reached the host
@@ -31,24 +37,34 @@ class TreeDecoder(SpeculativeDecoder):
     name = "tree"
     counts_nodes = True
     trace_rounds = 0  # record the first N rounds' trees (nodes, pruned children, target verdicts, accepted path)
+    recycle_branch = 8  # ranks per node of the recycled table (Token Recycling's default)
 
     def __init__(self, target: PreTrainedModel, draft: PreTrainedModel, depth: int, branch: int,
                  threshold: float = 0.0, max_nodes: int = 1_000_000, lookup: int = 0, ngram: int = 3,
-                 lookup_first: bool = False, cache_size: int | None = None, sink: int = 4, fallback: bool = True):
+                 lookup_first: bool = False, recycle: int = 0, budget_split: bool = False,
+                 cache_size: int | None = None, sink: int = 4, fallback: bool = True):
         super().__init__(target, draft, cache_size, sink)
-        self.validate(depth, branch, threshold, max_nodes, lookup, ngram, lookup_first, cache_size, sink, fallback)
+        self.validate(depth, branch, threshold, max_nodes, lookup, ngram, lookup_first, recycle, budget_split,
+                      cache_size, sink, fallback)
         self.depth, self.branch, self.threshold, self.max_nodes = depth, branch, threshold, max_nodes
         self.fallback = fallback
         self.lookup, self.ngram, self.lookup_first = lookup, ngram, lookup_first
+        self.recycle, self.budget_split = recycle, budget_split
         capacity = max_tree_nodes(depth, branch, max_nodes)
         self._level_slots = sum(level_slots(depth, branch, capacity))
-        self.tree = TokenTree(capacity, self.device, reserve=lookup, slots=self._level_slots)
+        self.tree = TokenTree(capacity, self.device, reserve=lookup + recycle, slots=self._level_slots)
         self._peek = Peek(self.device, depth, width=2)
+        self.recycled = None
+        if recycle:
+            self.recycled = RecycleTable(target.config.vocab_size, depth, self.recycle_branch, recycle, self.device)
+            self._recycled_tokens = torch.zeros_like(self.recycled.parents)
+        self.caps = {"draft": capacity, "lookup": lookup, "recycle": recycle}
+        self.split = SourceSplit(self.caps)
 
     @property
     def lookahead(self) -> int:
         """The most nodes the target verifies at once (live nodes only; the draft may also get dead slots)."""
-        return self.tree.capacity + self.lookup + 1
+        return self.tree.capacity + self.lookup + self.recycle + 1
 
     @property
     def draft_round_feed(self) -> int:
@@ -57,8 +73,8 @@ class TreeDecoder(SpeculativeDecoder):
 
     @staticmethod
     def validate(depth: int, branch: int, threshold: float = 0.0, max_nodes: int = 1_000_000, lookup: int = 0,
-                 ngram: int = 3, lookup_first: bool = False, cache_size: int | None = None, sink: int = 4,
-                 fallback: bool = True) -> None:
+                 ngram: int = 3, lookup_first: bool = False, recycle: int = 0, budget_split: bool = False,
+                 cache_size: int | None = None, sink: int = 4, fallback: bool = True) -> None:
         """Raise ValueError for knobs outside their range."""
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
@@ -71,14 +87,33 @@ class TreeDecoder(SpeculativeDecoder):
         if lookup < 0 or ngram < 1:
             raise ValueError(f"lookup must be >= 0 and ngram >= 1, got {lookup} and {ngram}")
         check_flag("lookup_first", lookup_first)
+        check_flag("budget_split", budget_split)
         check_flag("fallback", fallback)
-        nodes = max_tree_nodes(depth, branch, max_nodes) + lookup
+        if not isinstance(recycle, int) or isinstance(recycle, bool) or recycle < 0:
+            raise ValueError(f"recycle must be an integer >= 0, got {recycle!r}")
+        nodes = max_tree_nodes(depth, branch, max_nodes) + lookup + recycle
         check_streaming(cache_size, sink, lookahead=nodes + 1, needed=max(depth, lookup) + 1)
 
     def params(self) -> dict:
         lookup = {"lookup": self.lookup, "ngram": self.ngram, "lookup_first": self.lookup_first} if self.lookup else {}
+        recycle = {"recycle": self.recycle} if self.recycle else {}
+        split = {"budget_split": self.budget_split} if self.budget_split else {}
         return {"depth": self.depth, "branch": self.branch, "threshold": self.threshold,
-                "max_nodes": self.max_nodes} | lookup | super().params()
+                "max_nodes": self.max_nodes} | lookup | recycle | split | super().params()
+
+    def reset_state(self) -> None:
+        """Forget the recycled table (the benchmark calls this after warm-up)."""
+        if self.recycled is not None:
+            self.recycled.clear()
+
+    def _begin(self, prompt: torch.Tensor, max_new_tokens: int) -> None:
+        super()._begin(prompt, max_new_tokens)
+        self.split.reset()
+
+    def _prefilled(self, prompt: torch.Tensor, logits: torch.Tensor) -> None:
+        """The prefill's last logits fill the recycled table row of the prompt's last token."""
+        if self.recycled is not None:
+            self.recycled.update(prompt[-1:], logits[None])
 
     def _round(self, remaining: int, stats: GenerationStats) -> Round:
         depth = min(self.depth, remaining - 1)
@@ -87,29 +122,66 @@ class TreeDecoder(SpeculativeDecoder):
         tree, root = self.tree, self.length - 1
         tracing = len(stats.trace) < self.trace_rounds
         tree.pruned = [] if tracing else None
+        plan = self.split.plan() if self.budget_split else self.caps
         chain = None
-        if self.lookup:
+        if plan["lookup"]:
             chain = ngram_continuation(self.committed[: self.length], self.ngram, min(self.lookup, remaining - 1))
-        fed = self._grow(depth, stats, chain if self.lookup_first else None)
+            chain = (chain[0], chain[1].clamp(max=plan["lookup"]))
+        drafting = plan["draft"] > 0
+        fed = self._grow(depth, stats, chain if self.lookup_first else None, plan["draft"]) if drafting else 0
+        if not drafting:
+            tree.reset(self.committed[root])
+            self.draft_ok = torch.ones((), dtype=torch.bool, device=self.device)
+        bounds = [tree.size]  # slots before this bound are the draft's, then the lookup chain's, then recycled
         if chain is not None:
             tree.graft(*chain)
+        bounds.append(tree.size)
+        if plan["recycle"]:
+            self._hang_recycled(depth, plan["recycle"])
         n = tree.compact()  # host read 1: the live tree's size
         target_next, target_ok = self._verify(stats)
         path, accepted, bonus = tree.accept(target_next)
         emitted = torch.cat([tree.tokens[path[1:]], bonus[None]]).scatter_(0, accepted[None], bonus[None])
         in_draft = ((tree.slot[path] <= fed) & (torch.arange(n, device=self.device) <= accepted)).sum()
         levels = max(depth, self.lookup) + 1
-        values = torch.cat([accepted[None], in_draft[None], self._drafted_upto(levels), emitted])
+        sources = self._by_source(target_next, bounds) if self.budget_split else emitted[:0]
+        values = torch.cat([accepted[None], in_draft[None], sources, self._drafted_upto(levels), emitted])
         checks = {"target": target_ok, "draft": self.draft_ok}
         accepted, in_draft, *rest = self._read(values, checks, stats.rounds + 1)  # host read 2
+        if self.budget_split:
+            k = len(SOURCES)
+            nodes, earned, rest = rest[:k], rest[k : 2 * k], rest[2 * k :]
+            self.split.update(dict(zip(SOURCES, nodes, strict=True)), dict(zip(SOURCES, earned, strict=True)))
         drafted_upto, tokens = rest[:levels], rest[levels : levels + accepted + 1]
         if tracing:
             stats.trace.append(tree.snapshot() | {"target_next": target_next[:n].tolist(),
-                                                  "accepted": path[: accepted + 1].tolist(), "bonus": tokens[-1]})
+                                                  "accepted": path[: accepted + 1].tolist(), "bonus": tokens[-1],
+                                                  "plan": dict(plan)})
         kv.keep_path(self.target_cache, root, path[: accepted + 1])
-        kv.keep_path(self.draft_cache, root, tree.slot[path[:in_draft]])  # the path's nodes the draft holds
+        if drafting:
+            kv.keep_path(self.draft_cache, root, tree.slot[path[:in_draft]])  # the path's nodes the draft holds
         self._commit(emitted[: accepted + 1])
         return Round(tokens, drafted=n - 1, accepted=accepted, nodes=n - 1, drafted_upto=drafted_upto)
+
+    def _hang_recycled(self, depth: int, nodes: int) -> None:
+        """Hang the `nodes` likeliest recycled rank paths (depth <= `depth`) from the root, filled from the table."""
+        recycled, tokens = self.recycled, self._recycled_tokens
+        tokens[0] = self.tree.tokens[0]
+        recycled.fill(tokens, depth)
+        live = (recycled.order <= nodes) & (recycled.depths <= depth)
+        self.tree.append_template(tokens, recycled.parents, recycled.ancestors, live)
+
+    def _by_source(self, target_next: torch.Tensor, bounds: list[int]) -> torch.Tensor:
+        """Per source (draft, lookup, recycle): its live nodes, then the depth of its deepest agreeing node."""
+        tree = self.tree
+        n = tree.size
+        slot = tree.slot[1:n]
+        source = (slot >= bounds[0]).long() + (slot >= bounds[1]).long()  # 0 draft, 1 lookup, 2 recycle
+        nodes = torch.zeros(len(SOURCES), dtype=torch.long, device=self.device)
+        nodes.scatter_add_(0, source, torch.ones_like(source))
+        earned = torch.zeros_like(nodes).scatter_reduce_(0, source, tree.depth[1:n] * tree.agreeing(target_next)[1:],
+                                                         "amax")
+        return torch.cat([nodes, earned])
 
     def _drafted_upto(self, levels: int) -> torch.Tensor:
         """Nodes (root excluded) at depth <= d, for d < `levels`, of the compacted tree: counts a round cut by EOS."""
@@ -117,8 +189,9 @@ class TreeDecoder(SpeculativeDecoder):
         per_depth = torch.zeros(levels, dtype=torch.long, device=self.device)
         return per_depth.scatter_add_(0, depth, torch.ones_like(depth)).cumsum(0)
 
-    def _grow(self, depth: int, stats: GenerationStats, chain: tuple[torch.Tensor, torch.Tensor] | None = None) -> int:
-        """Grow the tree level by level; return the last slot fed to the draft (0: none).
+    def _grow(self, depth: int, stats: GenerationStats, chain: tuple[torch.Tensor, torch.Tensor] | None = None,
+              budget: int | None = None) -> int:
+        """Grow the tree (at most `budget` live nodes) level by level; return the last slot fed to the draft (0: none).
 
         Growth stops once a level is empty or the tree full, and, with `chain` (a lookup chain, lookup_first),
         after the first level when the chain starts with the draft's top choice. Those stops, and each level's
@@ -126,7 +199,7 @@ class TreeDecoder(SpeculativeDecoder):
         yet seen holds dead nodes only (`allow`), so the tree is the same; an unseen count feeds dead slots along.
         """
         tree, root = self.tree, self.length - 1
-        level = tree.reset(self.committed[root])
+        level = tree.reset(self.committed[root], budget)
         logits = self._draft_catch_up(stats)[None]
         peek, allow, fed = self._peek.reset(), None, 0
         for d in range(1, depth + 1):
@@ -155,10 +228,14 @@ class TreeDecoder(SpeculativeDecoder):
         return self._draft_feed(tree.tokens[level.start : level.end], base, stats, positions, tree.block(level, 1))
 
     def _verify(self, stats: GenerationStats) -> tuple[torch.Tensor, torch.Tensor]:
-        """One target forward over the compacted tree; the target's argmax after every node, and a finite flag."""
+        """One target forward over the compacted tree; the target's argmax after every node, and a finite flag.
+
+        With a recycled table, the logits refresh the rows of the verified tokens (no extra forward)."""
         tree, past = self.tree, self.length - 1
         positions = past + tree.depth[: tree.size]
         logits = self._feed(self.target, self.target_cache, tree.tokens[: tree.size], past, positions,
                             tree.block(Level(0, tree.size), 0))
         stats.target_forwards += 1
+        if self.recycled is not None:
+            self.recycled.update(tree.tokens[: tree.size], logits)
         return logits.argmax(-1), finite(logits)
