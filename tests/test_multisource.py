@@ -124,7 +124,7 @@ def _plans(out) -> list[dict]:
 
 
 def test_garbage_recycled_table_loses_its_nodes_a_perfect_draft_keeps_them(pair64, monkeypatch):
-    params = {"depth": 4, "branch": 2, "max_nodes": 10, "recycle": 16, "budget_split": True}
+    params = {"depth": 4, "branch": 2, "max_nodes": 10, "recycle": 16, "budget_split": True, "fallback": False}
     decoder = build_decoder("tree", pair64.target, pair64.target, **params)  # the target drafts for itself
     decoder.trace_rounds = 1000
     monkeypatch.setattr(decoder.recycled, "update", lambda tokens, logits: None)  # the table stays all token 0
@@ -141,7 +141,7 @@ def test_a_draft_that_never_agrees_is_skipped_for_a_recycled_table_that_earns(pa
                          dtype=torch.float64).draft
     stranger = stranger if stranger.config.vocab_size == pair64.target.config.vocab_size else pair64.draft
     prompt = [5, 6, 7, 8, 9, 10, 11] * 5
-    params = {"depth": 4, "branch": 2, "max_nodes": 10, "recycle": 24}
+    params = {"depth": 4, "branch": 2, "max_nodes": 10, "recycle": 24, "fallback": False}  # rounds compared
     plain = build_decoder("tree", pair64.target, stranger, **params)
     plain.generate(prompt, 30)  # the table learns the loop
     split = build_decoder("tree", pair64.target, stranger, budget_split=True, **params)
@@ -174,7 +174,8 @@ def test_draft_cache_holds_only_committed_tokens_when_paths_run_through_recycled
     stranger = tiny_pair("llama" if pair64.target.config.model_type != "llama" else "gpt_neox", seed=5,
                          dtype=torch.float64).draft
     prompt = [5, 6, 7, 8, 9, 10, 11] * 5
-    decoder = build_decoder("tree", pair64.target, stranger, depth=4, branch=2, max_nodes=10, recycle=24)
+    decoder = build_decoder("tree", pair64.target, stranger, depth=4, branch=2, max_nodes=10, recycle=24,
+                            fallback=False)  # every round speculative: paths through recycled nodes counted
     decoder.trace_rounds = 1000
     decoder.generate(prompt, 30)
     out = decoder.generate(prompt, 60)
