@@ -15,14 +15,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from spec_decode import decoders, machine, results, static
 from spec_decode.bench import Protocol, run_methods
-from spec_decode.config import ConfigError, check_config, check_knob, check_method_knobs
+from spec_decode.config import CONF_DIR, ConfigError, check_config, check_knob, check_method_knobs
 from spec_decode.data import DatasetError, load_prompts, read_records, stop_token_ids, uses_chat
 from spec_decode.decoders import validate_method
 from spec_decode.metrics import summarize
 from spec_decode.models import ModelLoadError, check_attention, load_pair, load_tokenizer
 
 log = logging.getLogger(__name__)
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 ERROR_FILE = "error.json"
 MAX_CHANGES_SHOWN = 4
 

@@ -12,7 +12,7 @@ import pandas as pd
 import yaml
 from matplotlib.figure import Figure
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+from spec_decode.config import CONF_DIR
 
 
 class MissingData(LookupError):
