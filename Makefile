@@ -23,7 +23,9 @@ run:
 	$(PY) run.py experiment=compare $(RUN_ARGS)
 
 # Spec-Bench on the default pair at CPU scale (2 prompts per category, 96 tokens a turn; 61 min on 2 cores where AR
-# runs 9.6 tok/s), then its leaderboard table and figure (figures/<pair>/table11_spec_bench.md, fig11_spec_bench.png).
+# runs 9.6 tok/s with 7 methods, ~80 min with the 9 listed now), then its leaderboard table and figure
+# (figures/<pair>/table11_spec_bench.md, fig11_spec_bench.png). A committed result is never overwritten silently:
+# RUN_ARGS=overwrite=true replaces it.
 spec-bench:
 	$(PY) run.py experiment=spec_bench $(RUN_ARGS)
 	$(PY) -m spec_decode.report --results results/spec_bench --out figures
