@@ -91,13 +91,17 @@ def test_the_likeliest_first_order_keeps_every_prefix(nodes):
     assert bool(chosen[recycled.parents[chosen]].all())
 
 
+def split_plans(caps: dict[str, int], earned: dict[str, int], rounds: int) -> list[dict]:
+    """The plans of `rounds` rounds in which each source always earns the same depth."""
+    split, plans = SourceSplit(caps), []
+    for _ in range(rounds):
+        plans.append(split.plan())
+        split.update(plans[-1], earned)
+    return plans
+
+
 def test_split_shrinks_a_failing_source_to_zero_probes_it_and_keeps_an_earning_one():
-    split = SourceSplit({"draft": 10, "lookup": 0, "recycle": 16})
-    plans = []
-    for _ in range(20):
-        plan = split.plan()
-        plans.append(plan)
-        split.update(plan, {"draft": 3, "lookup": 0, "recycle": 0})
+    plans = split_plans({"draft": 10, "lookup": 0, "recycle": 16}, {"draft": 3, "lookup": 0, "recycle": 0}, 20)
     recycled = [p["recycle"] for p in plans]
     assert recycled[0] == 16 and all(b <= a for a, b in zip(recycled[:8], recycled[1:8], strict=False))
     assert 0 in recycled and recycled[-1] < 16
@@ -107,12 +111,7 @@ def test_split_shrinks_a_failing_source_to_zero_probes_it_and_keeps_an_earning_o
 
 
 def test_split_skips_the_draft_while_another_source_earns_more():
-    split = SourceSplit({"draft": 10, "lookup": 6, "recycle": 16})
-    plans = []
-    for _ in range(30):
-        plan = split.plan()
-        plans.append(plan)
-        split.update(plan, {"draft": 1, "lookup": 0, "recycle": 4})
+    plans = split_plans({"draft": 10, "lookup": 6, "recycle": 16}, {"draft": 1, "lookup": 0, "recycle": 4}, 30)
     drafts = [p["draft"] for p in plans]
     assert drafts[0] == 10 and drafts.count(0) > 20
     assert any(d > 0 for d in drafts[10:])  # the draft is probed now and then
