@@ -226,7 +226,7 @@ def warm_up(m: Measurement, pair: ModelPair, prompts: list[Prompt], protocol: Pr
         if bar is not None:
             bar.update()
     if hasattr(m.decoder, "reset_state"):  # state learnt from the warm-up prompts must not speed up timed ones
-        m.decoder.reset_state()
+        m.decoder.reset_state()  # (the peers' decoders have none)
 
 
 def converse(decoder: Decoder, pair: ModelPair, prompt: Prompt, protocol: Protocol) -> tuple[Generation, list[int]]:

@@ -188,6 +188,11 @@ class TokenTree:
         self.size = end
         return Level(start, end)
 
+    def graft_all(self, chains: torch.Tensor, counts: torch.Tensor) -> None:
+        """Graft every row of `chains` (its first `counts[i]` tokens) in turn: rows sharing a prefix share its nodes."""
+        for chain, count in zip(chains, counts, strict=True):
+            self.graft(chain, count)
+
     def append_template(self, tokens: torch.Tensor, parents: torch.Tensor, ancestors: torch.Tensor,
                         live: torch.Tensor | None = None) -> Level:
         """Hang a template subtree from the root: template nodes 1..T (`tokens`, `parents`, `ancestors` indexed with
@@ -267,6 +272,12 @@ class TokenTree:
         The target sees the root as a query (`first_node=0`); the draft already holds it (`first_node=1`).
         """
         return self.ancestors[rows.start : rows.end, first_node : rows.end]
+
+    def nodes_upto(self, levels: int) -> torch.Tensor:
+        """Nodes (root excluded) at depth <= d, for d < `levels`, of a compacted tree (counts a round cut by EOS)."""
+        depth = self.depth[1 : self.size]
+        per_depth = torch.zeros(levels, dtype=torch.long, device=depth.device)
+        return per_depth.scatter_add_(0, depth.clamp(max=levels - 1), torch.ones_like(depth)).cumsum(0)
 
     def agreeing(self, target_next: torch.Tensor) -> torch.Tensor:
         """Bool per node of a compacted tree: its root path's tokens all equal the target's greedy choices."""

@@ -35,7 +35,7 @@ def test_shortcuts_feed_the_method_group():
     cfg = compose_cfg("method=tree", "depth=8", "branch=3", "threshold=0.03", "max_nodes=128")
     assert method_specs(cfg, CONF_DIR)["tree"][1] == {"depth": 8, "branch": 3, "threshold": 0.03, "max_nodes": 128,
                                                       "budget": "fixed", "lookup": 0, "ngram": 3, "lookup_first": False,
-                                                      "recycle": 0, "budget_split": False,
+                                                      "lookup_branches": 1, "recycle": 0, "budget_split": False,
                                                       "fallback": True}
     cfg = compose_cfg("method=tree", "method.depth=5")
     assert method_specs(cfg, CONF_DIR)["tree"][1]["depth"] == 5

@@ -69,6 +69,16 @@ def test_reset_forgets_the_last_generation():
     assert chooser.speculate and chooser.cost == {True: None, False: None}
 
 
+def test_a_new_generation_starts_with_the_best_kind_and_keeps_the_costs():
+    """AR won last time: the next generation starts with AR steps and probes speculation after `probe` rounds."""
+    chooser = Fallback(probe=4, max_interval=64)
+    assert schedule(chooser, {True: 2.0, False: 1.0}, 20).startswith("SSA" + "AAAA" + "SS" + "AAAAAAAA" + "SS")
+    costs = dict(chooser.cost)
+    chooser.begin()
+    assert not chooser.speculate and chooser.cost == costs
+    assert schedule(chooser, {True: 2.0, False: 1.0}, 20) == "AAAA" + "SS" + "A" * 8 + "SS" + "AAAA"
+
+
 class Scripted(Fallback):
     """A chooser that decides by a fixed random script (exactness under any interleaving)."""
 
@@ -161,6 +171,20 @@ def test_zero_acceptance_engages_the_fallback(pair64, method, params):
     kinds = "".join("A" if d == 0 else "S" for d in s.drafted_per_round)
     assert kinds.startswith("SSA" + "A" * 8 + "SS" + "A" * 16 + "SS" + "A" * 32 + "SS")
     assert s.fallback_rounds == kinds.count("A") > 0.75 * s.rounds
+
+
+def test_costs_carry_over_to_the_next_generation_until_reset_state(pair64):
+    """The second generation of a text where speculation loses skips the first generation's re-learning."""
+    prompt = random_prompts(1, seed=12)[0]
+    expected = ar_tokens(pair64, prompt, 48)
+    decoder = build_decoder("linear", pair64.target, never_agreeing(pair64, set(expected) | set(prompt)), k=4)
+    decoder.chooser = Priced(spec=3.0, ar=1.0)
+    first, second = (decoder.generate(prompt, 48) for _ in range(2))
+    decoder.reset_state()
+    third = decoder.generate(prompt, 48)
+    assert first.tokens == second.tokens == third.tokens == expected
+    assert second.stats.drafted_per_round[:8] == [0] * 8 and first.stats.drafted_per_round[0] > 0
+    assert second.stats.fallback_rounds > first.stats.fallback_rounds == third.stats.fallback_rounds
 
 
 def test_recycling_falls_back_from_an_empty_table_and_learns_meanwhile(pair64):

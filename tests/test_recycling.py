@@ -8,7 +8,6 @@ import torch
 from spec_decode.bench import Protocol, prepare, warm_up
 from spec_decode.data import Prompt
 from spec_decode.decoders import build_decoder
-from spec_decode.lookup import retrieve_continuations
 from spec_decode.tree import rank_template
 from tests.conftest import random_prompts
 
@@ -82,19 +81,3 @@ def test_the_table_learnt_in_warm_up_is_cleared_before_timing(pair64):
     assert m.decoder.table.any()
     warm_up(m, pair64, prompts, Protocol(max_new_tokens=8, warmup=1))
     assert not m.decoder.table.any()
-
-
-def test_retrieval_returns_the_longest_matches_first_then_the_most_recent():
-    #                          0  1  2  3  4  5  6  7  8  9 10 11 12 13
-    context = torch.tensor([1, 2, 3, 9, 5, 2, 3, 7, 8, 3, 4, 1, 2, 3])
-    tokens, counts = retrieve_continuations(context, max_ngram=4, length=3, branches=4)
-    # suffix (1,2,3) matched in full ending at 2; (2,3) ending at 6; (3) ending at 9; nothing else
-    assert tokens[:3].tolist() == [[9, 5, 2], [7, 8, 3], [4, 1, 2]]
-    assert counts.tolist() == [3, 3, 3, 0]
-
-
-def test_retrieval_counts_a_continuation_cut_by_the_context_end_and_no_match():
-    tokens, counts = retrieve_continuations(torch.tensor([4, 5, 4]), max_ngram=2, length=5, branches=2)
-    assert tokens[0, :2].tolist() == [5, 4] and counts.tolist() == [2, 0]
-    assert retrieve_continuations(torch.tensor([1, 2, 3]), 2, 4, 2)[1].tolist() == [0, 0]
-    assert retrieve_continuations(torch.tensor([7]), 2, 4, 2)[1].tolist() == [0, 0]

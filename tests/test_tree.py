@@ -157,19 +157,6 @@ def test_graft_keeps_only_the_first_count_tokens_live():
     assert tree.compact() == 7 and tree.parents[6] == 5 and tree.depth[6] == 3
 
 
-def test_ngram_continuation_pads_and_counts():
-    from spec_decode.lookup import ngram_continuation
-
-    tokens, count = ngram_continuation(torch.tensor([1, 2, 3, 9, 1, 2, 4, 5, 1, 2]), max_ngram=3, length=4)
-    assert int(count) == 4 and tokens.tolist() == [4, 5, 1, 2]  # latest earlier "1 2" is followed by 4 5 1 2
-    tokens, count = ngram_continuation(torch.tensor([7, 8, 9, 7, 8]), max_ngram=2, length=5)
-    assert int(count) == 3 and tokens[:3].tolist() == [9, 7, 8]
-    _, count = ngram_continuation(torch.tensor([1, 2, 3]), max_ngram=3, length=4)
-    assert int(count) == 0
-    _, count = ngram_continuation(torch.tensor([5]), max_ngram=3, length=2)
-    assert int(count) == 0
-
-
 def test_cap_keeps_the_highest_path_probabilities_in_bfs_order():
     tree = TokenTree(capacity=3, slots=sum(level_slots(2, 2, 3)))
     level = tree.reset(torch.tensor(0))

@@ -9,10 +9,12 @@ from spec_decode.decoders.base import Decoder, Generation, GenerationStats, NonF
 from spec_decode.decoders.hf import HFAssistedDecoder, HFGreedyDecoder, HFLookupDecoder
 from spec_decode.decoders.linear import LinearDecoder
 from spec_decode.decoders.recycling import RecyclingDecoder
+from spec_decode.decoders.retrieval import RetrievalDecoder
 from spec_decode.decoders.tree import TreeDecoder
 
 DECODERS = {cls.name: cls for cls in (AutoregressiveDecoder, LinearDecoder, TreeDecoder, HFAssistedDecoder,
-                                      HFGreedyDecoder, HFLookupDecoder, RecyclingDecoder)}
+                                      HFGreedyDecoder, HFLookupDecoder, RecyclingDecoder,
+                                      RetrievalDecoder)}
 DECODERS |= {f"streaming_{name}": DECODERS[name] for name in ("ar", "linear", "tree")}
 NEEDS_DRAFT = {"linear", "tree", "hf_assisted", "streaming_linear", "streaming_tree"}
 

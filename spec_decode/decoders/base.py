@@ -139,11 +139,13 @@ def forward(
 
 
 class Fallback:
-    """Per generation: run the method's round or a plain AR step, whichever has cost fewer seconds per token.
+    """Run the method's round or a plain AR step, whichever has cost fewer seconds per token.
 
     The faster kind runs; the other is re-tried after `probe` rounds, an interval that doubles (up to `max_interval`)
     while the re-try keeps losing and resets when it wins. Seconds come from the decode loop's round times. The first
-    speculative round after AR steps (or the generation's first) is not measured: it carries the draft's catch-up.
+    speculative round after AR steps (or a generation's first) is not measured: it carries the draft's catch-up.
+    Costs carry over between generations (a new one starts with the best kind and re-probes the other after `probe`
+    rounds), so a text where speculation loses does not pay for re-learning it every turn; `reset` forgets them.
     """
 
     def __init__(self, probe: int = 8, max_interval: int = 64, smoothing: float = 0.3):
@@ -154,6 +156,11 @@ class Fallback:
         """Forget every measurement: the next round speculates."""
         self.cost: dict[bool, float | None] = {True: None, False: None}  # seconds per token: speculative, AR
         self.best, self.speculate, self.last = True, True, None
+        self.interval, self.since = self.probe, 0
+
+    def begin(self) -> None:
+        """A new generation: keep the measured costs, run the best kind from the start, re-probe the other soon."""
+        self.speculate, self.last = self.best, None
         self.interval, self.since = self.probe, 0
 
     def record(self, speculated: bool, seconds: float, tokens: int) -> None:
@@ -253,7 +260,7 @@ class Decoder:
         tokens = [self._prefill(prompt, stats)]
         stats.ttft_s = self.clock.now() - start
         stops = stop_set(eos_token_id)
-        self.chooser.reset()
+        self.chooser.begin()
         while not _finished(tokens, max_new_tokens, stops):
             round_start = self.clock.now()
             self._forward_s = {"target": 0.0, "draft": 0.0}
@@ -271,6 +278,10 @@ class Decoder:
         stats.compressions = getattr(self.target_cache, "compressions", 0)
         stats.total_s = self.clock.now() - start
         return Generation(tokens, stats)
+
+    def reset_state(self) -> None:
+        """Forget what earlier generations taught (the fallback's costs; the benchmark calls this after warm-up)."""
+        self.chooser.reset()
 
     def _begin(self, prompt: torch.Tensor, max_new_tokens: int) -> None:
         """Reset per-generation state: a fresh target cache and the committed-token buffer."""
@@ -436,6 +447,12 @@ def check_flag(name: str, value) -> None:
     """Raise ValueError unless `value` is a bool."""
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
+def check_count(name: str, value, minimum: int) -> None:
+    """Raise ValueError unless `value` is an integer >= `minimum`."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def stop_set(eos_token_id: StopIds) -> frozenset[int]:

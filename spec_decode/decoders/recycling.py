@@ -63,6 +63,7 @@ class RecyclingDecoder(Decoder):
 
     def reset_state(self) -> None:
         """Forget the table (the benchmark calls this after warm-up)."""
+        super().reset_state()
         self.recycled.clear()
 
     def _begin(self, prompt: torch.Tensor, max_new_tokens: int) -> None:

@@ -6,9 +6,9 @@ import torch
 from transformers import PreTrainedModel
 
 from spec_decode import kv
-from spec_decode.decoders.base import GenerationStats, Round, check_flag, check_streaming, finite
+from spec_decode.decoders.base import GenerationStats, Round, check_count, check_flag, check_streaming, finite
 from spec_decode.decoders.speculative import Peek, SpeculativeDecoder
-from spec_decode.lookup import ngram_continuation
+from spec_decode.lookup import retrieve_continuations
 from spec_decode.recycle import RecycleTable
 from spec_decode.split import SOURCES, SourceSplit
 from spec_decode.tree import Level, TokenTree, level_slots, max_tree_nodes
@@ -20,7 +20,9 @@ class TreeDecoder(SpeculativeDecoder):
     A child is kept when its draft probability given its parent is >= `threshold`; when a level would
     pass `max_nodes` (root excluded), the candidates with the highest path probability are kept.
     With `lookup` > 0 the tree also holds a chain of up to `lookup` tokens continuing the latest earlier
-    occurrence of the context's last n-gram (n <= `ngram`), verified in the same target forward; with
+    occurrence of the context's last n-gram (n <= `ngram`), verified in the same target forward (with
+    `lookup_branches` > 1, that many chains, the longest earlier matches of the context's suffix first; chains sharing
+    a prefix share its nodes); with
     `lookup_first`, a round whose chain starts with the draft's top choice grows no deeper draft levels
     (the text is repeating itself: the chain is likelier than the draft and costs no draft forwards).
     With `recycle` > 0 the tree also holds a recycled subtree from the root (Token Recycling's table of each token's
@@ -41,18 +43,19 @@ class TreeDecoder(SpeculativeDecoder):
 
     def __init__(self, target: PreTrainedModel, draft: PreTrainedModel, depth: int, branch: int,
                  threshold: float = 0.0, max_nodes: int = 1_000_000, lookup: int = 0, ngram: int = 3,
-                 lookup_first: bool = False, recycle: int = 0, budget_split: bool = False,
-                 cache_size: int | None = None, sink: int = 4, fallback: bool = True):
+                 lookup_first: bool = False, lookup_branches: int = 1, recycle: int = 0,
+                 budget_split: bool = False, cache_size: int | None = None, sink: int = 4, fallback: bool = True):
         super().__init__(target, draft, cache_size, sink)
-        self.validate(depth, branch, threshold, max_nodes, lookup, ngram, lookup_first, recycle, budget_split,
-                      cache_size, sink, fallback)
+        self.validate(depth, branch, threshold, max_nodes, lookup, ngram, lookup_first, lookup_branches, recycle,
+                      budget_split, cache_size, sink, fallback)
         self.depth, self.branch, self.threshold, self.max_nodes = depth, branch, threshold, max_nodes
         self.fallback = fallback
-        self.lookup, self.ngram, self.lookup_first = lookup, ngram, lookup_first
+        self.lookup, self.ngram, self.lookup_first, self.lookup_branches = lookup, ngram, lookup_first, lookup_branches
         self.recycle, self.budget_split = recycle, budget_split
         capacity = max_tree_nodes(depth, branch, max_nodes)
         self._level_slots = sum(level_slots(depth, branch, capacity))
-        self.tree = TokenTree(capacity, self.device, reserve=lookup + recycle, slots=self._level_slots)
+        reserve = lookup * lookup_branches + recycle
+        self.tree = TokenTree(capacity, self.device, reserve=reserve, slots=self._level_slots)
         self._peek = Peek(self.device, depth, width=2)
         self.recycled = None
         if recycle:
@@ -64,7 +67,7 @@ class TreeDecoder(SpeculativeDecoder):
     @property
     def lookahead(self) -> int:
         """The most nodes the target verifies at once (live nodes only; the draft may also get dead slots)."""
-        return self.tree.capacity + self.lookup + self.recycle + 1
+        return self.tree.capacity + self.lookup * self.lookup_branches + self.recycle + 1
 
     @property
     def draft_round_feed(self) -> int:
@@ -73,8 +76,9 @@ class TreeDecoder(SpeculativeDecoder):
 
     @staticmethod
     def validate(depth: int, branch: int, threshold: float = 0.0, max_nodes: int = 1_000_000, lookup: int = 0,
-                 ngram: int = 3, lookup_first: bool = False, recycle: int = 0, budget_split: bool = False,
-                 cache_size: int | None = None, sink: int = 4, fallback: bool = True) -> None:
+                 ngram: int = 3, lookup_first: bool = False, lookup_branches: int = 1, recycle: int = 0,
+                 budget_split: bool = False, cache_size: int | None = None, sink: int = 4,
+                 fallback: bool = True) -> None:
         """Raise ValueError for knobs outside their range."""
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
@@ -86,16 +90,17 @@ class TreeDecoder(SpeculativeDecoder):
             raise ValueError(f"max_nodes must be >= 1, got {max_nodes}")
         if lookup < 0 or ngram < 1:
             raise ValueError(f"lookup must be >= 0 and ngram >= 1, got {lookup} and {ngram}")
+        check_count("lookup_branches", lookup_branches, minimum=1)
         check_flag("lookup_first", lookup_first)
         check_flag("budget_split", budget_split)
         check_flag("fallback", fallback)
-        if not isinstance(recycle, int) or isinstance(recycle, bool) or recycle < 0:
-            raise ValueError(f"recycle must be an integer >= 0, got {recycle!r}")
-        nodes = max_tree_nodes(depth, branch, max_nodes) + lookup + recycle
+        check_count("recycle", recycle, minimum=0)
+        nodes = max_tree_nodes(depth, branch, max_nodes) + lookup * lookup_branches + recycle
         check_streaming(cache_size, sink, lookahead=nodes + 1, needed=max(depth, lookup) + 1)
 
     def params(self) -> dict:
-        lookup = {"lookup": self.lookup, "ngram": self.ngram, "lookup_first": self.lookup_first} if self.lookup else {}
+        lookup = {"lookup": self.lookup, "ngram": self.ngram, "lookup_first": self.lookup_first,
+                  "lookup_branches": self.lookup_branches} if self.lookup else {}
         recycle = {"recycle": self.recycle} if self.recycle else {}
         split = {"budget_split": self.budget_split} if self.budget_split else {}
         return {"depth": self.depth, "branch": self.branch, "threshold": self.threshold,
@@ -103,6 +108,7 @@ class TreeDecoder(SpeculativeDecoder):
 
     def reset_state(self) -> None:
         """Forget the recycled table (the benchmark calls this after warm-up)."""
+        super().reset_state()
         if self.recycled is not None:
             self.recycled.clear()
 
@@ -123,18 +129,20 @@ class TreeDecoder(SpeculativeDecoder):
         tracing = len(stats.trace) < self.trace_rounds
         tree.pruned = [] if tracing else None
         plan = self.split.plan() if self.budget_split else self.caps
-        chain = None
+        chains = None
         if plan["lookup"]:
-            chain = ngram_continuation(self.committed[: self.length], self.ngram, min(self.lookup, remaining - 1))
-            chain = (chain[0], chain[1].clamp(max=plan["lookup"]))
+            chains, counts = retrieve_continuations(self.committed[: self.length], self.ngram,
+                                                    min(self.lookup, remaining - 1), self.lookup_branches)
+            chains = (chains, counts.clamp(max=plan["lookup"]))
         drafting = plan["draft"] > 0
-        fed = self._grow(depth, stats, chain if self.lookup_first else None, plan["draft"]) if drafting else 0
+        first = (chains[0][0], chains[1][0]) if chains is not None and self.lookup_first else None
+        fed = self._grow(depth, stats, first, plan["draft"]) if drafting else 0
         if not drafting:
             tree.reset(self.committed[root])
             self.draft_ok = torch.ones((), dtype=torch.bool, device=self.device)
-        bounds = [tree.size]  # slots before this bound are the draft's, then the lookup chain's, then recycled
-        if chain is not None:
-            tree.graft(*chain)
+        bounds = [tree.size]  # slots before this bound are the draft's, then the lookup chains', then recycled
+        if chains is not None:
+            tree.graft_all(*chains)
         bounds.append(tree.size)
         if plan["recycle"]:
             self._hang_recycled(depth, plan["recycle"])
@@ -145,7 +153,7 @@ class TreeDecoder(SpeculativeDecoder):
         in_draft = ((tree.slot[path] <= fed) & (torch.arange(n, device=self.device) <= accepted)).sum()
         levels = max(depth, self.lookup) + 1
         sources = self._by_source(target_next, bounds) if self.budget_split else emitted[:0]
-        values = torch.cat([accepted[None], in_draft[None], sources, self._drafted_upto(levels), emitted])
+        values = torch.cat([accepted[None], in_draft[None], sources, tree.nodes_upto(levels), emitted])
         checks = {"target": target_ok, "draft": self.draft_ok}
         accepted, in_draft, *rest = self._read(values, checks, stats.rounds + 1)  # host read 2
         if self.budget_split:
@@ -182,12 +190,6 @@ class TreeDecoder(SpeculativeDecoder):
         earned = torch.zeros_like(nodes).scatter_reduce_(0, source, tree.depth[1:n] * tree.agreeing(target_next)[1:],
                                                          "amax")
         return torch.cat([nodes, earned])
-
-    def _drafted_upto(self, levels: int) -> torch.Tensor:
-        """Nodes (root excluded) at depth <= d, for d < `levels`, of the compacted tree: counts a round cut by EOS."""
-        depth = self.tree.depth[1 : self.tree.size]
-        per_depth = torch.zeros(levels, dtype=torch.long, device=self.device)
-        return per_depth.scatter_add_(0, depth, torch.ones_like(depth)).cumsum(0)
 
     def _grow(self, depth: int, stats: GenerationStats, chain: tuple[torch.Tensor, torch.Tensor] | None = None,
               budget: int | None = None) -> int:

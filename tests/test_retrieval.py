@@ -1,0 +1,118 @@
+"""Retrieval: the context's earlier continuations as tree branches (method=retrieval, the tree's lookup_branches):
+the longest matches first, shared prefixes merged, exact against AR."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from spec_decode.decoders import build_decoder, validate_method
+from spec_decode.lookup import retrieve_continuations
+from spec_decode.tree import TokenTree
+from tests.conftest import random_prompts
+
+SHAPES = [{"lookup": 8, "branches": 4, "ngram": 4}, {"lookup": 3, "branches": 1, "ngram": 1},
+          {"lookup": 1, "branches": 6, "ngram": 2}]
+LOOP = [5, 6, 7, 8, 9] * 6  # a looping text: every suffix has earlier continuations
+
+
+def ar_tokens(pair, prompt, max_new_tokens, eos=None):
+    return build_decoder("ar", pair.target).generate(prompt, max_new_tokens, eos).tokens
+
+
+@pytest.mark.parametrize("params", SHAPES, ids=str)
+def test_retrieval_emits_ar_tokens(pair64, params):
+    decoder = build_decoder("retrieval", pair64.target, **params)
+    for i, prompt in enumerate([*random_prompts(5, seed=23), LOOP]):
+        assert decoder.generate(prompt, 40).tokens == ar_tokens(pair64, prompt, 40), f"prompt {i}"
+
+
+@pytest.mark.parametrize("params", SHAPES, ids=str)
+def test_retrieval_eos_inside_a_round_one_token_prompts_and_short_budgets(pair64, params):
+    decoder = build_decoder("retrieval", pair64.target, fallback=False, **params)
+    eos = ar_tokens(pair64, LOOP, 60)[25]
+    assert decoder.generate(LOOP, 60, eos).tokens == ar_tokens(pair64, LOOP, 60, eos)
+    for token in (0, 97, 255):
+        assert decoder.generate([token], 24).tokens == ar_tokens(pair64, [token], 24)
+    for budget in (1, 2, 3, 5):  # fewer new tokens than a branch is long
+        assert decoder.generate(LOOP, budget).tokens == ar_tokens(pair64, LOOP, budget)
+
+
+def test_the_tree_with_several_lookup_branches_emits_ar_tokens(pair64):
+    params = {"depth": 4, "branch": 2, "max_nodes": 6, "lookup": 6, "ngram": 3, "lookup_branches": 3,
+              "lookup_first": True, "recycle": 4, "budget_split": True}
+    decoder = build_decoder("tree", pair64.target, pair64.draft, **params)
+    for i, prompt in enumerate([*random_prompts(4, seed=29), LOOP, [3]]):
+        assert decoder.generate(prompt, 40).tokens == ar_tokens(pair64, prompt, 40), f"prompt {i}"
+
+
+def expected_rounds(prompt, tokens, lookup, branches, ngram):
+    """Tokens per round had each round accepted the longest prefix of the AR text that a retrieved branch holds."""
+    rounds, done = [], 1  # the prefill emitted the first token
+    while done < len(tokens):
+        left = len(tokens) - done
+        chains, counts = retrieve_continuations(torch.tensor(prompt + tokens[:done]), ngram, min(lookup, left - 1),
+                                                branches) if left > 1 else (torch.zeros(0, 0), [])
+        best = 0
+        for chain, count in zip(chains.tolist(), list(counts), strict=True):
+            match = 0
+            while match < int(count) and chain[match] == tokens[done + match]:
+                match += 1
+            best = max(best, match)
+        rounds.append(best + 1)
+        done += best + 1
+    return rounds
+
+
+def test_each_round_accepts_the_longest_ar_prefix_a_retrieved_branch_holds(pair64):
+    knobs = {"lookup": 6, "branches": 3, "ngram": 3}
+    decoder = build_decoder("retrieval", pair64.target, fallback=False, **knobs)
+    multi = 0
+    for prompt in [LOOP, list(range(100, 112)), *random_prompts(3, seed=31)]:
+        tokens = ar_tokens(pair64, prompt, 48)
+        rounds = decoder.generate(prompt, 48).stats.emitted_per_round
+        assert rounds == expected_rounds(prompt, tokens, **knobs)
+        multi += sum(r > 1 for r in rounds)
+    assert multi > 0  # some rounds accepted retrieved tokens: the comparison is not all single steps
+
+
+def test_grafted_continuations_share_their_common_prefixes():
+    tree = TokenTree(0, reserve=9)
+    tree.reset(torch.tensor(0))
+    tree.graft_all(torch.tensor([[1, 2, 3], [1, 2, 4], [5, 6, 7]]), torch.tensor([3, 3, 2]))
+    n = tree.compact()
+    assert n == 7  # root, 1, 2, 3, 4 (a sibling of 3), 5, 6 (7 is past its count)
+    nodes = dict(zip(tree.tokens[:n].tolist(), tree.parents[:n].tolist(), strict=True))
+    assert nodes == {0: 0, 1: 0, 2: 1, 3: 2, 4: 2, 5: 0, 6: 5}
+
+
+def test_bad_retrieval_knobs_are_refused():
+    for knobs, word in (({"lookup": 0}, "lookup"), ({"branches": 0}, "branches"), ({"ngram": 1.5}, "ngram"),
+                        ({"fallback": "no"}, "fallback")):
+        with pytest.raises(ValueError, match=word):
+            validate_method("retrieval", knobs)
+    with pytest.raises(ValueError, match="lookup_branches"):
+        validate_method("tree", {"depth": 4, "branch": 2, "lookup": 4, "lookup_branches": 0})
+
+
+def test_retrieval_returns_the_longest_matches_first_then_the_most_recent():
+    #                          0  1  2  3  4  5  6  7  8  9 10 11 12 13
+    context = torch.tensor([1, 2, 3, 9, 5, 2, 3, 7, 8, 3, 4, 1, 2, 3])
+    tokens, counts = retrieve_continuations(context, max_ngram=4, length=3, branches=4)
+    # suffix (1,2,3) matched in full ending at 2; (2,3) ending at 6; (3) ending at 9; nothing else
+    assert tokens[:3].tolist() == [[9, 5, 2], [7, 8, 3], [4, 1, 2]]
+    assert counts.tolist() == [3, 3, 3, 0]
+
+
+def test_retrieval_counts_a_continuation_cut_by_the_context_end_and_no_match():
+    tokens, counts = retrieve_continuations(torch.tensor([4, 5, 4]), max_ngram=2, length=5, branches=2)
+    assert tokens[0, :2].tolist() == [5, 4] and counts.tolist() == [2, 0]
+    assert retrieve_continuations(torch.tensor([1, 2, 3]), 2, 4, 2)[1].tolist() == [0, 0]
+    assert retrieve_continuations(torch.tensor([7]), 2, 4, 2)[1].tolist() == [0, 0]
+
+
+def test_one_branch_is_the_latest_longest_match_padded_and_counted():
+    tokens, count = retrieve_continuations(torch.tensor([1, 2, 3, 9, 1, 2, 4, 5, 1, 2]), 3, length=4, branches=1)
+    assert count.tolist() == [4] and tokens[0].tolist() == [4, 5, 1, 2]  # latest earlier "1 2": then 4 5 1 2
+    tokens, count = retrieve_continuations(torch.tensor([7, 8, 9, 7, 8]), 2, length=5, branches=1)
+    assert count.tolist() == [3] and tokens[0, :3].tolist() == [9, 7, 8]
