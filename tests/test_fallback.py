@@ -70,13 +70,18 @@ def test_reset_forgets_the_last_generation():
 
 
 def test_a_new_generation_starts_with_the_best_kind_and_keeps_the_costs():
-    """AR won last time: the next generation starts with AR steps and probes speculation after `probe` rounds."""
+    """AR won last time: the next generation starts with AR steps and probes speculation on the same schedule."""
     chooser = Fallback(probe=4, max_interval=64)
     assert schedule(chooser, {True: 2.0, False: 1.0}, 20).startswith("SSA" + "AAAA" + "SS" + "AAAAAAAA" + "SS")
     costs = dict(chooser.cost)
     chooser.begin()
     assert not chooser.speculate and chooser.cost == costs
-    assert schedule(chooser, {True: 2.0, False: 1.0}, 20) == "AAAA" + "SS" + "A" * 8 + "SS" + "AAAA"
+    assert schedule(chooser, {True: 2.0, False: 1.0}, 20) == "A" * 15 + "SS" + "AAA"  # the interval (16) carries on
+
+
+def test_draft_free_methods_measure_the_first_round_after_ar_steps():
+    kinds = schedule(Fallback(probe=4, max_interval=64, settle=False), {True: 2.0, False: 1.0}, 20)
+    assert kinds == "SA" + "AAAA" + "S" + "A" * 8 + "S" + "AAAA"
 
 
 class Scripted(Fallback):

@@ -28,11 +28,16 @@ def group(speedup: float) -> dict:
             "acceptance_rate": 0.5, "exact_match": 1.0, "samples": 10, "prompts": 10}
 
 
-def write_run(folder, categories=tuple(CATEGORY_SPEEDUPS["ar"]), by_category=True, families=FAMILIES):
-    """A complete spec_bench result over `categories` (without the by_category block when by_category=False)."""
+def write_run(folder, categories=tuple(CATEGORY_SPEEDUPS["ar"]), by_category=True, families=FAMILIES,
+              overhead=None):
+    """A complete spec_bench result over `categories` (without the by_category block when by_category=False; with
+    each method's overhead share when `overhead` gives them)."""
     summary = []
     for label, per_category in CATEGORY_SPEEDUPS.items():
         entry = {"method": label, "speedup": OVERALL[label][0], "tokens_per_round": OVERALL[label][1]}
+        if overhead:
+            entry["time_share"] = {"target_forward": 0.9 - overhead[label], "draft_forward": 0.1,
+                                   "overhead": overhead[label]}
         if by_category:
             entry["by_category"] = {c: group(per_category[c]) for c in categories}
         summary.append(entry)
@@ -61,6 +66,14 @@ def test_table_has_leaderboard_columns_and_our_numbers(tmp_path):
     assert frame.loc["tree_lookup", "#Mean Accepted Tokens"] == 3.1
     assert frame.loc["linear_k4", "Overall"] == 1.45
     assert made.digits == dict.fromkeys(TITLES[1:], 2) and made.best == dict.fromkeys(TITLES[1:], "max")
+
+
+def test_a_profiled_run_adds_each_method_s_overhead_share_never_ranked(tmp_path):
+    shares = {"ar": 0.02, "linear_k4": 0.05, "tree_lookup": 0.08}
+    made = table(write_run(tmp_path, overhead=shares))
+    assert list(made.frame.columns) == [*TITLES, "Overhead share"]
+    assert made.frame.set_index("Method")["Overhead share"].iloc[:3].to_dict() == shares
+    assert "Overhead share" not in made.best and made.digits["Overhead share"] == 2
 
 
 def test_reported_rows_are_labelled_from_the_yaml_and_never_bold(tmp_path):

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from spec_decode.decoders import build_decoder, validate_method
+from spec_decode.decoders.base import Fallback
 from spec_decode.lookup import retrieve_continuations
 from spec_decode.tree import TokenTree
 from tests.conftest import random_prompts
@@ -46,9 +47,10 @@ def test_the_tree_with_several_lookup_branches_emits_ar_tokens(pair64):
         assert decoder.generate(prompt, 40).tokens == ar_tokens(pair64, prompt, 40), f"prompt {i}"
 
 
-def expected_rounds(prompt, tokens, lookup, branches, ngram):
-    """Tokens per round had each round accepted the longest prefix of the AR text that a retrieved branch holds."""
-    rounds, done = [], 1  # the prefill emitted the first token
+def expected_rounds(prompt, tokens, lookup, branches, ngram, done=1):
+    """Tokens per round had each round accepted the longest prefix of the AR text that a retrieved branch holds
+    (from the `done`-th token on; the prefill emitted the first)."""
+    rounds = []
     while done < len(tokens):
         left = len(tokens) - done
         chains, counts = retrieve_continuations(torch.tensor(prompt + tokens[:done]), ngram, min(lookup, left - 1),
@@ -116,3 +118,27 @@ def test_one_branch_is_the_latest_longest_match_padded_and_counted():
     assert count.tolist() == [4] and tokens[0].tolist() == [4, 5, 1, 2]  # latest earlier "1 2": then 4 5 1 2
     tokens, count = retrieve_continuations(torch.tensor([7, 8, 9, 7, 8]), 2, length=5, branches=1)
     assert count.tolist() == [3] and tokens[0, :3].tolist() == [9, 7, 8]
+
+
+class AlwaysFallback(Fallback):
+    """The first round speculates, every later one is a fallback round."""
+
+    def record(self, speculated: bool, seconds: float, tokens: int) -> None:
+        self.speculate = False
+
+
+@pytest.mark.parametrize("recycle", [0, 6])
+def test_the_tree_s_fallback_round_is_its_lookup_chains_alone(pair64, recycle):
+    knobs = {"lookup": 6, "ngram": 3, "lookup_branches": 2}
+    decoder = build_decoder("tree", pair64.target, pair64.draft, depth=4, branch=2, recycle=recycle, **knobs)
+    multi = 0
+    for prompt in [LOOP, list(range(100, 112)), *random_prompts(2, seed=37)]:
+        decoder.chooser = AlwaysFallback()
+        out = decoder.generate(prompt, 40)
+        tokens, s = ar_tokens(pair64, prompt, 40), out.stats
+        assert out.tokens == tokens and s.fallback_rounds == s.rounds - 1
+        first = s.emitted_per_round[0]
+        assert s.emitted_per_round[1:] == expected_rounds(prompt, tokens, knobs["lookup"], 2, 3, done=1 + first)
+        assert s.draft_forwards <= 4 + 1  # the first round's levels (and catch-up) only
+        multi += sum(r > 1 for r in s.emitted_per_round[1:])
+    assert multi > 0

@@ -143,13 +143,14 @@ class Fallback:
 
     The faster kind runs; the other is re-tried after `probe` rounds, an interval that doubles (up to `max_interval`)
     while the re-try keeps losing and resets when it wins. Seconds come from the decode loop's round times. The first
-    speculative round after AR steps (or a generation's first) is not measured: it carries the draft's catch-up.
-    Costs carry over between generations (a new one starts with the best kind and re-probes the other after `probe`
-    rounds), so a text where speculation loses does not pay for re-learning it every turn; `reset` forgets them.
+    speculative round after AR steps (or a generation's first) is not measured when `settle` (methods with a draft:
+    that round carries the draft's catch-up). Costs and the probe interval carry over between generations (a new
+    one starts with the best kind), so a text where speculation loses does not pay for re-learning it every turn;
+    `reset` forgets them.
     """
 
-    def __init__(self, probe: int = 8, max_interval: int = 64, smoothing: float = 0.3):
-        self.probe, self.max_interval, self.smoothing = probe, max_interval, smoothing
+    def __init__(self, probe: int = 8, max_interval: int = 64, smoothing: float = 0.3, settle: bool = True):
+        self.probe, self.max_interval, self.smoothing, self.settle = probe, max_interval, smoothing, settle
         self.reset()
 
     def reset(self) -> None:
@@ -159,13 +160,12 @@ class Fallback:
         self.interval, self.since = self.probe, 0
 
     def begin(self) -> None:
-        """A new generation: keep the measured costs, run the best kind from the start, re-probe the other soon."""
+        """A new generation: keep the measured costs and the probe schedule, run the best kind from the start."""
         self.speculate, self.last = self.best, None
-        self.interval, self.since = self.probe, 0
 
     def record(self, speculated: bool, seconds: float, tokens: int) -> None:
         """Take one round's time and emitted tokens; set `speculate` for the next round."""
-        settling = speculated and self.last is not True
+        settling = self.settle and speculated and self.last is not True
         self.last = speculated
         if speculated == self.best:
             self.since += 1
@@ -209,6 +209,7 @@ class Decoder:
     compile = False  # CUDA: the fixed-size feeds run through torch.compile (CUDA graphs); implies static_cache
     fallback: bool | None = None  # speculative methods: may take plain AR steps where they are faster (None: no knob)
     counts_nodes = False  # tree methods: every round records its verified nodes (an AR step: 0)
+    drafts = False  # a draft model catches up in the first speculative round after AR steps
 
     def __init__(self, target: PreTrainedModel, cache_size: int | None = None, sink: int = 4):
         self.target = target
@@ -217,7 +218,7 @@ class Decoder:
         self.cache_size, self.sink = cache_size, sink
         self._forward_s = {"target": 0.0, "draft": 0.0}
         self._static, self._static_caches, self._compiled = False, {}, None
-        self.chooser = Fallback()
+        self.chooser = Fallback(settle=self.drafts)
 
     @property
     def lookahead(self) -> int:
@@ -266,7 +267,8 @@ class Decoder:
             self._forward_s = {"target": 0.0, "draft": 0.0}
             self._evict()
             speculate = not self.fallback or self.chooser.speculate
-            new = self._round(max_new_tokens - len(tokens), stats) if speculate else self._ar_round(stats)
+            remaining = max_new_tokens - len(tokens)
+            new = self._round(remaining, stats) if speculate else self._fallback_round(remaining, stats)
             new = new.cut(len(truncate_at_eos(new.tokens, stops)))
             tokens.extend(new.tokens)
             cache_length = kv.cache_length(self.target_cache) if self.cache_size is not None else None
@@ -405,6 +407,10 @@ class Decoder:
         nxt = logits.argmax()
         self._commit(nxt[None])
         return Round(self._read(nxt[None], {"target": finite(logits)}, stats.rounds + 1))
+
+    def _fallback_round(self, remaining: int, stats: GenerationStats) -> Round:
+        """The round run where the method's own rounds cost more per token: the cheapest round that may still pay."""
+        return self._ar_round(stats)
 
     def _ar_round(self, stats: GenerationStats) -> Round:
         """A plain AR step as a round of this method (tree methods: 0 nodes verified)."""

@@ -12,6 +12,8 @@ from spec_decode.decoders.base import Decoder, GenerationStats, finite
 class SpeculativeDecoder(Decoder):
     """A decoder with a draft model that keeps its own cache across rounds (never re-prefilled)."""
 
+    drafts = True
+
     def __init__(self, target: PreTrainedModel, draft: PreTrainedModel, cache_size: int | None = None,
                  sink: int = 4):
         super().__init__(target, cache_size, sink)

@@ -28,7 +28,8 @@ class TreeDecoder(SpeculativeDecoder):
     With `recycle` > 0 the tree also holds a recycled subtree from the root (Token Recycling's table of each token's
     top next tokens, refreshed from every verification's logits; the `recycle` likeliest rank paths), verified in
     the same forward. With `budget_split`, each source's node count is re-decided every round from the depth the
-    target accepted along its nodes lately (spec_decode/split.py); a round may then run no draft at all.
+    target accepted along its nodes lately (spec_decode/split.py); a round may then run no draft at all. With
+    `fallback` and lookup, a round where full rounds cost more per token is the lookup chains alone (no draft).
 
     A round reads the device twice: the live tree's size before verification (dead, pruned slots are never
     verified) and the accepted count with the emitted tokens. A level whose live count has not reached the host
@@ -121,14 +122,21 @@ class TreeDecoder(SpeculativeDecoder):
         if self.recycled is not None:
             self.recycled.update(prompt[-1:], logits[None])
 
-    def _round(self, remaining: int, stats: GenerationStats) -> Round:
+    def _fallback_round(self, remaining: int, stats: GenerationStats) -> Round:
+        """With lookup: the lookup chains alone (no draft forward, no recycled nodes; no match: an AR step)."""
+        if not self.lookup:
+            return self._ar_round(stats)
+        return self._round(remaining, stats, plan={"draft": 0, "lookup": self.lookup, "recycle": 0})
+
+    def _round(self, remaining: int, stats: GenerationStats, plan: dict[str, int] | None = None) -> Round:
+        """One round with each source's node count from `plan` (default: the budget split's, or every cap)."""
         depth = min(self.depth, remaining - 1)
         if depth == 0:
             return self._ar_round(stats)
         tree, root = self.tree, self.length - 1
         tracing = len(stats.trace) < self.trace_rounds
         tree.pruned = [] if tracing else None
-        plan = self.split.plan() if self.budget_split else self.caps
+        plan = plan or (self.split.plan() if self.budget_split else self.caps)
         chains = None
         if plan["lookup"]:
             chains, counts = retrieve_continuations(self.committed[: self.length], self.ngram,
