@@ -21,10 +21,10 @@ class TreeDecoder(SpeculativeDecoder):
     pass `max_nodes` (root excluded), the candidates with the highest path probability are kept.
     With `lookup` > 0 the tree also holds a chain of up to `lookup` tokens continuing the latest earlier
     occurrence of the context's last n-gram (n <= `ngram`), verified in the same target forward (with
-    `lookup_branches` > 1, that many chains, the longest earlier matches of the context's suffix first; chains sharing
-    a prefix share its nodes); with
-    `lookup_first`, a round whose chain starts with the draft's top choice grows no deeper draft levels
-    (the text is repeating itself: the chain is likelier than the draft and costs no draft forwards).
+    `lookup_branches` > 1, that many chains, the longest earlier matches of the context's suffix first; chains
+    sharing a prefix share its nodes); with `lookup_first`, a round whose first chain starts with the draft's top
+    choice grows no deeper draft levels (the text is repeating itself: the chain is likelier than the draft and
+    costs no draft forwards).
     With `recycle` > 0 the tree also holds a recycled subtree from the root (Token Recycling's table of each token's
     top next tokens, refreshed from every verification's logits; the `recycle` likeliest rank paths), verified in
     the same forward. With `budget_split`, each source's node count is re-decided every round from the depth the
