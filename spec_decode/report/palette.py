@@ -18,9 +18,14 @@ COLORS = {
     "streaming_ar": "#999999",
     "streaming_linear": "#56B4E9",
     "streaming_tree": "#E69F00",
+    "hf_greedy": "#000000",
+    "hf_lookup": "#F0E442",
+    "recycling": "#009E73",  # the draft-free trees share a colour (told apart by hatch)
+    "retrieval": "#009E73",
 }
 OTHER = ("#009E73", "#F0E442", "#000000")
-NAMES = {"ar": "AR", "hf_assisted": "HF assisted", "linear": "Linear", "tree": "Tree",
+NAMES = {"ar": "AR", "hf_assisted": "HF assisted", "hf_greedy": "HF greedy", "hf_lookup": "HF prompt lookup",
+         "linear": "Linear", "tree": "Tree", "recycling": "Token Recycling", "retrieval": "Retrieval",
          "streaming_ar": "Streaming AR", "streaming_linear": "Streaming Linear", "streaming_tree": "Streaming Tree"}
 COLUMN_WIDTH = 3.4  # inches: one column of a two-column paper
 PHASES = {"prefill": "#777777", "draft": "#56B4E9", "verify": "#D55E00", "other": "#DDDDDD"}
