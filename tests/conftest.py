@@ -51,3 +51,16 @@ def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
     """`python run.py ARGS` in the project root, output captured, no stdin."""
     return subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
                           stdin=subprocess.DEVNULL, **kwargs)
+
+
+def assert_edge_cases_match_ar(pair, decoder, prompt: list[int]) -> None:
+    """EOS inside a round, 1-token prompts and budgets of 1-5 new tokens: `decoder` emits AR's tokens."""
+    from spec_decode.decoders import build_decoder
+
+    ar = build_decoder("ar", pair.target)
+    eos = ar.generate(prompt, 60).tokens[25]
+    assert decoder.generate(prompt, 60, eos).tokens == ar.generate(prompt, 60, eos).tokens
+    for token in (0, 97, 255):
+        assert decoder.generate([token], 24).tokens == ar.generate([token], 24).tokens
+    for budget in (1, 2, 3, 5):  # fewer new tokens than a tree is deep or a branch is long
+        assert decoder.generate(prompt, budget).tokens == ar.generate(prompt, budget).tokens

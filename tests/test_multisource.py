@@ -11,7 +11,7 @@ from spec_decode.models import tiny_pair
 from spec_decode.recycle import RecycleTable
 from spec_decode.split import SourceSplit
 from spec_decode.tree import Level, TokenTree
-from tests.conftest import random_prompts
+from tests.conftest import assert_edge_cases_match_ar, random_prompts
 from tests.test_tree import accept, logits_for
 
 METHODS = [
@@ -42,12 +42,7 @@ def test_eos_inside_a_round_one_token_prompts_and_short_budgets(pair64, params):
     decoder = build_decoder("tree", pair64.target, pair64.draft, **params)
     prompt = random_prompts(1, seed=3)[0]
     decoder.generate(prompt, 60)  # the table learns this text: later rounds accept several tokens
-    eos = ar_tokens(pair64, prompt, 60)[25]
-    assert decoder.generate(prompt, 60, eos).tokens == ar_tokens(pair64, prompt, 60, eos)
-    for token in (0, 97, 255):
-        assert decoder.generate([token], 24).tokens == ar_tokens(pair64, [token], 24)
-    for budget in (1, 2, 3, 5):  # fewer new tokens than the tree is deep
-        assert decoder.generate(prompt, budget).tokens == ar_tokens(pair64, prompt, budget)
+    assert_edge_cases_match_ar(pair64, decoder, prompt)
 
 
 def test_append_template_hangs_a_subtree_from_the_root():

@@ -10,7 +10,7 @@ from spec_decode.decoders import build_decoder, validate_method
 from spec_decode.decoders.base import Fallback
 from spec_decode.lookup import retrieve_continuations
 from spec_decode.tree import TokenTree
-from tests.conftest import random_prompts
+from tests.conftest import assert_edge_cases_match_ar, random_prompts
 
 SHAPES = [{"lookup": 8, "branches": 4, "ngram": 4}, {"lookup": 3, "branches": 1, "ngram": 1},
           {"lookup": 1, "branches": 6, "ngram": 2}]
@@ -31,12 +31,7 @@ def test_retrieval_emits_ar_tokens(pair64, params):
 @pytest.mark.parametrize("params", SHAPES, ids=str)
 def test_retrieval_eos_inside_a_round_one_token_prompts_and_short_budgets(pair64, params):
     decoder = build_decoder("retrieval", pair64.target, fallback=False, **params)
-    eos = ar_tokens(pair64, LOOP, 60)[25]
-    assert decoder.generate(LOOP, 60, eos).tokens == ar_tokens(pair64, LOOP, 60, eos)
-    for token in (0, 97, 255):
-        assert decoder.generate([token], 24).tokens == ar_tokens(pair64, [token], 24)
-    for budget in (1, 2, 3, 5):  # fewer new tokens than a branch is long
-        assert decoder.generate(LOOP, budget).tokens == ar_tokens(pair64, LOOP, budget)
+    assert_edge_cases_match_ar(pair64, decoder, LOOP)
 
 
 def test_the_tree_with_several_lookup_branches_emits_ar_tokens(pair64):
