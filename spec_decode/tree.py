@@ -300,3 +300,7 @@ class TokenTree:
         path = torch.zeros(n + 1, dtype=torch.long, device=index.device)
         path.scatter_(0, index, torch.arange(n, device=index.device))
         return path[:n], self.depth[best][0], target_next[best][0]
+
+    def emitted(self, path: torch.Tensor, accepted: torch.Tensor, bonus: torch.Tensor) -> torch.Tensor:
+        """The round's tokens on the device: the accepted path's tokens, the bonus at index `accepted` (padded)."""
+        return torch.cat([self.tokens[path[1:]], bonus[None]]).scatter_(0, accepted[None], bonus[None])

@@ -89,7 +89,7 @@ class RecyclingDecoder(Decoder):
         target_next = logits.argmax(-1)
         self.recycled.update(tree.tokens[:n], logits)  # recycled: no extra forward
         path, accepted, bonus = tree.accept(target_next)
-        emitted = torch.cat([tree.tokens[path[1:]], bonus[None]]).scatter_(0, accepted[None], bonus[None])
+        emitted = tree.emitted(path, accepted, bonus)
         accepted, *tokens = self._read(torch.cat([accepted[None], emitted]), {"target": finite(logits)},
                                        stats.rounds + 1)
         kv.keep_path(self.target_cache, root, path[: accepted + 1])

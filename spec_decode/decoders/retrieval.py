@@ -55,7 +55,7 @@ class RetrievalDecoder(Decoder):
                             tree.block(Level(0, n), 0))
         stats.target_forwards += 1
         path, accepted, bonus = tree.accept(logits.argmax(-1))
-        emitted = torch.cat([tree.tokens[path[1:]], bonus[None]]).scatter_(0, accepted[None], bonus[None])
+        emitted = tree.emitted(path, accepted, bonus)
         values = torch.cat([accepted[None], tree.nodes_upto(length + 1), emitted])
         accepted, *rest = self._read(values, {"target": finite(logits)}, stats.rounds + 1)  # host read 2
         upto, tokens = rest[: length + 1], rest[length + 1 : length + 2 + accepted]

@@ -157,7 +157,7 @@ class TreeDecoder(SpeculativeDecoder):
         n = tree.compact()  # host read 1: the live tree's size
         target_next, target_ok = self._verify(stats)
         path, accepted, bonus = tree.accept(target_next)
-        emitted = torch.cat([tree.tokens[path[1:]], bonus[None]]).scatter_(0, accepted[None], bonus[None])
+        emitted = tree.emitted(path, accepted, bonus)
         in_draft = ((tree.slot[path] <= fed) & (torch.arange(n, device=self.device) <= accepted)).sum()
         levels = max(depth, self.lookup) + 1
         sources = self._by_source(target_next, bounds) if self.budget_split else emitted[:0]
