@@ -1,4 +1,4 @@
-"""Greedy autoregressive decoding of the target with a KV cache: the baseline."""
+"""Autoregressive decoding of the target with a KV cache (greedy or sampled): the baseline."""
 
 from __future__ import annotations
 
@@ -25,14 +25,13 @@ class AutoregressiveDecoder(Decoder):
         self.top2: list[list[float]] | None = None
 
     def generate(self, prompt_ids: torch.Tensor | list[int], max_new_tokens: int,
-                 eos_token_id: StopIds = None) -> Generation:
-        out = super().generate(prompt_ids, max_new_tokens, eos_token_id)
+                 eos_token_id: StopIds = None, seed: int = 0) -> Generation:
+        out = super().generate(prompt_ids, max_new_tokens, eos_token_id, seed)
         self.top2 = self._top2[: len(out.tokens)].tolist() if self.record_margins else None  # after the timers
         return out
 
     def _begin(self, prompt: torch.Tensor, max_new_tokens: int) -> None:
         super()._begin(prompt, max_new_tokens)
-        self._origin = prompt.numel()
         if self.record_margins:
             self._top2 = torch.zeros(max_new_tokens, 2, dtype=torch.float32, device=self.device)
 

@@ -10,6 +10,7 @@ import torch
 from transformers import DynamicCache, PreTrainedModel
 
 from spec_decode import kv, static
+from spec_decode.sampling import GREEDY, Sampling
 
 StopIds = int | Collection[int] | None  # the token(s) that end a generation
 
@@ -193,7 +194,9 @@ class Fallback:
 
 
 class Decoder:
-    """Greedy decoding of `target`, batch size 1. Subclasses implement `_round` and `lookahead`.
+    """Decoding of `target`, batch size 1: greedy, or sampled per `sampling` (every method emits exactly what AR
+    would: the same tokens when greedy, the same distribution when sampling). Subclasses implement `_round` and
+    `lookahead`.
 
     With `fallback` (speculative methods), a round may instead be a plain AR step, chosen by a `Fallback` from the
     measured round times, so that a text where speculation does not pay costs about what AR costs.
@@ -210,6 +213,7 @@ class Decoder:
     fallback: bool | None = None  # speculative methods: may take plain AR steps where they are faster (None: no knob)
     counts_nodes = False  # tree methods: every round records its verified nodes (an AR step: 0)
     drafts = False  # a draft model catches up in the first speculative round after AR steps
+    sampling: Sampling = GREEDY  # temperature / top-p / top-k; each sampled generation seeds `generator` afresh
 
     def __init__(self, target: PreTrainedModel, cache_size: int | None = None, sink: int = 4):
         self.target = target
@@ -219,6 +223,7 @@ class Decoder:
         self._forward_s = {"target": 0.0, "draft": 0.0}
         self._static, self._static_caches, self._compiled = False, {}, None
         self.chooser = Fallback(settle=self.drafts)
+        self.generator = torch.Generator(self.device)
 
     @property
     def lookahead(self) -> int:
@@ -247,15 +252,16 @@ class Decoder:
 
     @torch.inference_mode()
     def generate(self, prompt_ids: torch.Tensor | list[int], max_new_tokens: int,
-                 eos_token_id: StopIds = None) -> Generation:
-        """Greedy continuation of `prompt_ids`, stopping after a stop token (`eos_token_id`: one id or several, e.g.
-        EOS and the chat end-of-turn token) or `max_new_tokens` tokens."""
+                 eos_token_id: StopIds = None, seed: int = 0) -> Generation:
+        """Continue `prompt_ids` until a stop token (`eos_token_id`: one id or several, e.g. EOS and the chat
+        end-of-turn token) or `max_new_tokens` tokens; a sampled generation draws from a generator seeded `seed`."""
         prompt = torch.as_tensor(prompt_ids, dtype=torch.long, device=self.device).reshape(-1)
         if prompt.numel() < 1:
             raise ValueError("the prompt must hold at least one token")
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         stats = GenerationStats()
+        self.generator.manual_seed(seed)
         start = self.clock.now()
         self._begin(prompt, max_new_tokens)
         tokens = [self._prefill(prompt, stats)]
@@ -293,7 +299,10 @@ class Decoder:
         self.target_cache = self._new_cache(self.target)
         self.committed = torch.empty(prompt.numel() + max_new_tokens + 1, dtype=torch.long, device=self.device)
         self.committed[: prompt.numel()] = prompt
-        self.length = prompt.numel()
+        self.length = self._origin = prompt.numel()
+        if not self.sampling.greedy:  # output position i draws its token from uniform i, whichever round decides it
+            self._uniforms = torch.rand(max_new_tokens + 1, generator=self.generator, dtype=torch.float64,
+                                        device=self.device)
 
     def _begin_static(self, tokens: int) -> None:
         """Static mode: the block sizes, the cache size (`tokens` + a round + its padding), compiled models."""
@@ -385,7 +394,7 @@ class Decoder:
         """Run the target over the prompt; commit and return its first token."""
         logits = self._feed_chunked(self.target, self.target_cache, prompt, 0)
         self._prefilled(prompt, logits)
-        first = logits.argmax()
+        first = self._pick(logits)
         stats.target_forwards += 1
         self._commit(first[None])
         return self._read(first[None], {"target": finite(logits)}, 0)[0]
@@ -404,9 +413,19 @@ class Decoder:
         logits = self._feed(self.target, self.target_cache, pending, self.length - 1)[-1]
         self._prefilled(pending, logits)
         stats.target_forwards += 1
-        nxt = logits.argmax()
+        nxt = self._pick(logits)
         self._commit(nxt[None])
         return Round(self._read(nxt[None], {"target": finite(logits)}, stats.rounds + 1))
+
+    def _pick(self, logits: torch.Tensor, ahead: torch.Tensor | int = 0) -> torch.Tensor:
+        """The target's token after each row of `logits`, which decide the output positions `ahead` of the next one:
+        its argmax, or its processed distribution's inverse CDF at that position's uniform. Every method so emits
+        exactly the tokens AR sampling emits from the same seed (given the same logits)."""
+        if self.sampling.greedy:
+            return logits.argmax(-1)
+        index = (self.length - self._origin + torch.as_tensor(ahead, device=self.device)).clamp_max(
+            self._uniforms.numel() - 1)
+        return self.sampling.pick(logits, self._uniforms[index])
 
     def _fallback_round(self, remaining: int, stats: GenerationStats) -> Round:
         """The round run where the method's own rounds cost more per token: the cheapest round that may still pay."""

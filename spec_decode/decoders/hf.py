@@ -7,6 +7,7 @@ from transformers import GenerationConfig, PreTrainedModel
 from transformers.generation.streamers import BaseStreamer
 
 from spec_decode.decoders.base import Clock, Generation, GenerationStats, StopIds, stop_set, truncate_at_eos
+from spec_decode.sampling import GREEDY, Sampling
 
 
 class _RoundRecorder(BaseStreamer):
@@ -44,13 +45,14 @@ ASSISTANT_KNOBS = ("num_assistant_tokens", "num_assistant_tokens_schedule", "ass
 
 
 class HFAssistedDecoder:
-    """`target.generate(assistant_model=draft, do_sample=False)`; unset knobs take transformers' defaults.
+    """`target.generate(assistant_model=draft)`, greedy or sampled; unset knobs take transformers' defaults.
 
     The knobs are written into the draft's generation config before every call, so the "heuristic"
     schedule (which transformers carries over between calls) restarts from the same value each time.
     """
 
     name = "hf_assisted"
+    sampling: Sampling = GREEDY  # do_sample and its knobs, passed to every `generate` call
 
     def __init__(self, target: PreTrainedModel, draft: PreTrainedModel, num_assistant_tokens: int | None = None,
                  num_assistant_tokens_schedule: str | None = None,
@@ -84,21 +86,23 @@ class HFAssistedDecoder:
 
     @torch.inference_mode()
     def generate(self, prompt_ids: torch.Tensor | list[int], max_new_tokens: int,
-                 eos_token_id: StopIds = None) -> Generation:
-        """Greedy generation through `generate`, with per-round statistics from a streamer and forward hooks."""
+                 eos_token_id: StopIds = None, seed: int = 0) -> Generation:
+        """Generation through `generate` (greedy, or sampled per `sampling` from torch's global generator seeded
+        `seed`: transformers takes no generator), with per-round statistics from a streamer and forward hooks."""
         prompt = torch.as_tensor(prompt_ids, dtype=torch.long, device=self.target.device).reshape(1, -1)
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         stops = sorted(stop_set(eos_token_id)) or None
         recorder = _RoundRecorder(self.clock)
         counters = [_ForwardCounter(self.target)] + ([_ForwardCounter(self.draft)] if self.draft else [])
+        if not self.sampling.greedy:
+            torch.manual_seed(seed)
         start = self.clock.now()
         try:
             out = self.target.generate(
-                prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
-                max_new_tokens=max_new_tokens, min_new_tokens=0, eos_token_id=stops,
-                pad_token_id=stops[0] if stops else 0, streamer=recorder,
-                top_k=None, top_p=None, temperature=None, **self._generate_kwargs(),
+                prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=max_new_tokens, min_new_tokens=0,
+                eos_token_id=stops, pad_token_id=stops[0] if stops else 0, streamer=recorder,
+                **self.sampling.hf_kwargs(), **self._generate_kwargs(),
             )
         finally:
             for counter in counters:

@@ -8,6 +8,7 @@ from transformers import PreTrainedModel
 from spec_decode import kv
 from spec_decode.decoders.base import GenerationStats, Round, check_flag, check_streaming, finite
 from spec_decode.decoders.speculative import Peek, SpeculativeDecoder
+from spec_decode.sampling import accept_drafts, draw
 
 
 class LinearDecoder(SpeculativeDecoder):
@@ -15,6 +16,9 @@ class LinearDecoder(SpeculativeDecoder):
 
     With `confidence` > 0, drafting stops early after a token whose draft probability is below it (the
     token is still proposed), as transformers' `assistant_confidence_threshold` does.
+
+    Sampling, the draft samples its tokens from its processed distribution q and the target keeps them by
+    speculative sampling (`sampling.accept_drafts`): the emitted tokens are distributed exactly as the target's.
     """
 
     name = "linear"
@@ -54,9 +58,15 @@ class LinearDecoder(SpeculativeDecoder):
         block = torch.cat([self.committed[base - 1 : base], drafts])
         logits = self._feed(self.target, self.target_cache, block, base - 1)
         stats.target_forwards += 1
-        predicted = logits.argmax(-1)
-        agree = (predicted[:-1] == drafts).cumprod(0).sum()
-        emitted = torch.cat([drafts, predicted[-1:]]).scatter_(0, agree[None], predicted.gather(0, agree[None]))
+        if self.sampling.greedy:
+            predicted = logits.argmax(-1)
+            agree = (predicted[:-1] == drafts).cumprod(0).sum()
+            nxt = predicted.gather(0, agree[None])
+        else:
+            u = torch.rand(k + 1, generator=self.generator, dtype=torch.float64, device=self.device)
+            agree, nxt = accept_drafts(self.sampling.probs(logits), torch.stack(self._q[:k]), drafts, u)
+            nxt = nxt[None]
+        emitted = torch.cat([drafts, nxt]).scatter_(0, agree[None], nxt)
         checks = {"target": finite(logits), "draft": self.draft_ok}
         accepted, *tokens = self._read(torch.cat([agree[None], emitted]), checks, stats.rounds + 1)
         self._commit(emitted[: accepted + 1])
@@ -65,20 +75,20 @@ class LinearDecoder(SpeculativeDecoder):
         return Round(tokens[: accepted + 1], drafted=k, accepted=accepted)
 
     def _propose(self, k: int, stats: GenerationStats) -> torch.Tensor:
-        """Up to K greedy draft tokens, each fed back to the draft except the last.
+        """Up to K draft tokens (greedy or sampled), each fed back to the draft except the last.
 
         With `confidence`, drafting stops after the first unsure token; the stop is peeked without blocking, and
         where the device had not reported every flag by the end, one host read counts the tokens to verify.
         """
         logits = self._draft_catch_up(stats)
-        drafts, doubts = [], []
+        drafts, doubts, self._q = [], [], []
         peek = self._peek.reset() if self.confidence > 0 else None
         for i in range(k):
-            drafts.append(logits.argmax())
+            drafts.append(self._draft_token(logits))
             if i == k - 1:
                 break
             if peek is not None:
-                doubts.append(self._unsure(logits))
+                doubts.append(self._unsure(logits, drafts[-1]))
                 peek.post(doubts[-1].long())
                 first = peek.first_true()
                 if first is not None:
@@ -90,6 +100,16 @@ class LinearDecoder(SpeculativeDecoder):
         last = torch.where(doubt.any(), doubt.long().argmax(), len(drafts) - 1)
         return torch.stack(drafts[: int(last) + 1])  # a host read, only where a flag had not reached the host
 
-    def _unsure(self, logits: torch.Tensor) -> torch.Tensor:
+    def _draft_token(self, logits: torch.Tensor) -> torch.Tensor:
+        """The draft's next token: its argmax, or (sampling) a draw from its processed distribution, kept in `_q`."""
+        if self.sampling.greedy:
+            return logits.argmax()
+        self._q.append(self.sampling.probs(logits))
+        u = torch.rand((), generator=self.generator, dtype=torch.float64, device=self.device)
+        return draw(self._q[-1], u)
+
+    def _unsure(self, logits: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
         """Bool scalar: the draft's probability of its own choice fell below `confidence` (stop drafting)."""
+        if not self.sampling.greedy:
+            return self._q[-1][token] < self.confidence  # the drawn token's processed probability
         return logits.float().softmax(-1).max() < self.confidence  # the argmax token's probability

@@ -86,7 +86,7 @@ class RecyclingDecoder(Decoder):
         logits = self._feed(self.target, self.target_cache, tree.tokens[:n], root, root + tree.depth[:n],
                             tree.ancestors[:n, :n])
         stats.target_forwards += 1
-        target_next = logits.argmax(-1)
+        target_next = self._pick(logits, tree.depth[:n])
         self.recycled.update(tree.tokens[:n], logits)  # recycled: no extra forward
         path, accepted, bonus = tree.accept(target_next)
         emitted = tree.emitted(path, accepted, bonus)

@@ -54,7 +54,7 @@ class RetrievalDecoder(Decoder):
         logits = self._feed(self.target, self.target_cache, tree.tokens[:n], root, root + tree.depth[:n],
                             tree.block(Level(0, n), 0))
         stats.target_forwards += 1
-        path, accepted, bonus = tree.accept(logits.argmax(-1))
+        path, accepted, bonus = tree.accept(self._pick(logits, tree.depth[:n]))
         emitted = tree.emitted(path, accepted, bonus)
         values = torch.cat([accepted[None], tree.nodes_upto(length + 1), emitted])
         accepted, *rest = self._read(values, {"target": finite(logits)}, stats.rounds + 1)  # host read 2

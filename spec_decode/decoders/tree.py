@@ -238,7 +238,13 @@ class TreeDecoder(SpeculativeDecoder):
         return self._draft_feed(tree.tokens[level.start : level.end], base, stats, positions, tree.block(level, 1))
 
     def _verify(self, stats: GenerationStats) -> tuple[torch.Tensor, torch.Tensor]:
-        """One target forward over the compacted tree; the target's argmax after every node, and a finite flag.
+        """One target forward over the compacted tree; the target's token after every node, and a finite flag.
+
+        Sampling, the token after each node is its processed distribution's inverse CDF at the uniform of the output
+        position it decides (one per depth). Every child is a deterministic proposal (a point-mass q), so recursive
+        rejection sampling over a node's children (accept c with probability p(c), else go on with p without c) is
+        the same as one draw from p matched against them; with one uniform per position, duplicate siblings (a
+        draft child equal to a lookup child) draw alike, and a round emits exactly AR sampling's tokens.
 
         With a recycled table, the logits refresh the rows of the verified tokens (no extra forward)."""
         tree, past = self.tree, self.length - 1
@@ -248,4 +254,4 @@ class TreeDecoder(SpeculativeDecoder):
         stats.target_forwards += 1
         if self.recycled is not None:
             self.recycled.update(tree.tokens[: tree.size], logits)
-        return logits.argmax(-1), finite(logits)
+        return self._pick(logits, tree.depth[: tree.size]), finite(logits)
