@@ -20,6 +20,7 @@ from spec_decode import costmodel, machine, metrics, static
 from spec_decode.data import Prompt, turn_ids
 from spec_decode.decoders import Decoder, Generation, GenerationStats, build_decoder
 from spec_decode.models import ModelPair
+from spec_decode.sampling import GREEDY, Sampling
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class Protocol:
     adapt_threads: bool = False  # threads=null: fewer threads once others take cores (interleaved order)
     chat: bool = False  # a conversation's later turns are built with the tokenizer's chat template
     stop_token_ids: tuple[int, ...] | None = None  # tokens that end a turn; None: the tokenizer's EOS
+    sampling: Sampling = GREEDY  # temperature > 0: every method samples; no AR reference to compare tokens with
 
 
 @dataclass
@@ -68,7 +70,7 @@ class Reference:
 
 def run_methods(pair: ModelPair, methods: dict[str, tuple[str, dict]], prompts: list[Prompt],
                 protocol: Protocol) -> dict[str, dict]:
-    """Measure every method (the first AR's tokens are the reference); label -> run record.
+    """Measure every method (the first AR's tokens are the reference when greedy); label -> run record.
 
     Interleaved order (the default) runs every method on each prompt in turn, so slow drifts of the machine
     (clocks, other tenants) fall on all methods alike; sequential order measures one method after another.
@@ -83,7 +85,7 @@ def _sequential(pair: ModelPair, methods: dict[str, tuple[str, dict]], prompts: 
         for label, (name, params) in methods.items():
             log.info("measuring %s %s", label, params)
             runs[label] = run_method(pair, name, params, prompts, protocol, reference, bar, label)
-            if name == "ar" and reference is None:
+            if name == "ar" and reference is None and protocol.sampling.greedy:
                 reference = {s["prompt"]: _reference(s, prompts[s["prompt"]], pair, protocol)
                              for s in runs[label]["samples"] if s["repeat"] == 0}
     return runs
@@ -131,7 +133,7 @@ def _interleaved_prompt(measuring: list[Measurement], first_ar: Measurement | No
             bar.total += len(order)
             samples = [measured(m, r) for m in order]
         for m, sample in samples:
-            if m is first_ar and r == 0:
+            if m is first_ar and r == 0 and protocol.sampling.greedy:
                 reference = _reference(sample, prompt, pair, protocol)
         done += samples
     for m, sample in done:
@@ -211,9 +213,13 @@ def prepare(pair: ModelPair, name: str, params: dict, prompts: list[Prompt], pro
         params |= {"depth": calibration["choice"]["depth"], "max_nodes": calibration["choice"]["max_nodes"]}
     decoder = build_decoder(name, pair.target, pair.draft, **params)
     decoder.profile = protocol.profile
+    decoder.sampling = protocol.sampling
     decoder.trace_rounds = protocol.trace_rounds
     static.configure(decoder, protocol.static_cache, protocol.compile)
     return Measurement(name, decoder, calibration)
+
+
+WARMUP_SEEDS = 1 << 40  # warm-up conversations' seeds: apart from every timed one's
 
 
 def warm_up(m: Measurement, pair: ModelPair, prompts: list[Prompt], protocol: Protocol, bar: tqdm | None = None,
@@ -222,21 +228,23 @@ def warm_up(m: Measurement, pair: ModelPair, prompts: list[Prompt], protocol: Pr
     if bar is not None:
         bar.set_description(f"warm-up {label or m.name}")
     for i in range(protocol.warmup):
-        converse(m.decoder, pair, prompts[i % len(prompts)], protocol)
+        converse(m.decoder, pair, prompts[i % len(prompts)], protocol, seed=WARMUP_SEEDS + i)
         if bar is not None:
             bar.update()
     if hasattr(m.decoder, "reset_state"):  # state learnt from the warm-up prompts must not speed up timed ones
         m.decoder.reset_state()  # (the peers' decoders have none)
 
 
-def converse(decoder: Decoder, pair: ModelPair, prompt: Prompt, protocol: Protocol) -> tuple[Generation, list[int]]:
+def converse(decoder: Decoder, pair: ModelPair, prompt: Prompt, protocol: Protocol,
+             seed: int = 0) -> tuple[Generation, list[int]]:
     """Every turn of the prompt, each asked after the method's own earlier answers (Spec-Bench's multi-turn flow):
-    the turns' tokens and statistics joined, and each turn's length. Building a later turn's input is not timed."""
+    the turns' tokens and statistics joined, and each turn's length. Building a later turn's input is not timed.
+    Sampling, turn t draws from a generator seeded `seed` + t."""
     stops = pair.eos_token_id if protocol.stop_token_ids is None else protocol.stop_token_ids
     answers, outs = [], []
     for turn in range(max(len(prompt.turns), 1)):
         ids = prompt.ids if turn == 0 else turn_ids(prompt, pair.tokenizer, protocol.chat, answers)
-        outs.append(decoder.generate(ids, protocol.max_new_tokens, stops))
+        outs.append(decoder.generate(ids, protocol.max_new_tokens, stops, seed=seed + turn))
         answers.append(outs[-1].tokens)
     if len(outs) == 1:
         return outs[0], [len(answers[0])]
@@ -251,13 +259,19 @@ def measure(m: Measurement, pair: ModelPair, prompt_index: int, repeat: int, pro
     """
     torch.manual_seed(protocol.seed + repeat)
     start = machine.counters()
-    out, turns = converse(m.decoder, pair, prompt, protocol)
+    out, turns = converse(m.decoder, pair, prompt, protocol, generation_seed(protocol.seed, prompt_index, repeat))
     load = machine.load(start, machine.counters())
     m.samples.append(_sample(prompt_index, repeat, out, reference) | {"category": prompt.category, "turns": turns}
                      | load)
     if protocol.strict_quiet:
         _stop_if_busy(m, prompt_index, protocol.busy_threshold)
     return m.samples[-1]
+
+
+def generation_seed(seed: int, prompt_index: int, repeat: int) -> int:
+    """The seed of one timed conversation: the same for every method (the tree methods then emit AR's very tokens
+    under sampling too), distinct per prompt, repeat and turn (turns add 0, 1, ...)."""
+    return seed + 1_000_003 * prompt_index + 1_009 * repeat
 
 
 def _stop_if_busy(m: Measurement, prompt_index: int, threshold: float) -> None:
@@ -271,8 +285,8 @@ def _stop_if_busy(m: Measurement, prompt_index: int, threshold: float) -> None:
 
 def record(m: Measurement, memory: dict, watched: dict | None = None) -> dict:
     """The run record of a measured method: knobs used, raw samples, memory, machine load, calibration check."""
-    run = {"method": m.name, "params": m.decoder.params(), "samples": m.samples, "memory": memory,
-           "static_cache": static.label(m.decoder)}
+    run = {"method": m.name, "params": m.decoder.params(), "sampling": m.decoder.sampling.params(),
+           "samples": m.samples, "memory": memory, "static_cache": static.label(m.decoder)}
     if watched is not None:
         run["machine"] = watched
     if m.calibration:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from spec_decode.sampling import Sampling
+
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the one Hydra config tree (runs and reports read it)
 
 
@@ -53,6 +55,7 @@ KNOBS: dict[str, Knob] = {
     "seed": Knob(int, 0), "threads": Knob(int, 1, nullable=True), "trace_rounds": Knob(int, 0),
     "profile": Knob(bool), "interleave": Knob(bool), "overwrite": Knob(bool), "static_cache": Knob(bool),
     "compile": Knob(bool), "busy_threshold": Knob(float, 0), "strict_quiet": Knob(bool),
+    "temperature": Knob(float, 0), "top_p": Knob(float, 0, 1), "top_k": Knob(int, 0),
 }
 # Checked where present (added by other parts of the harness, or optional in a group's file; text prompt sets have
 # min_tokens / max_tokens, conversation sets per_category).
@@ -76,6 +79,10 @@ def check_config(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, default=_MISSING)
         if value is not _MISSING:
             _check(key, value, knob)
+    try:
+        Sampling.validate(cfg.temperature, cfg.top_p, cfg.top_k)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     if cfg.dataset.get("min_tokens", 0) > cfg.dataset.get("max_tokens", math.inf):
         raise ConfigError(f"dataset.min_tokens ({cfg.dataset.min_tokens}) must not exceed "
                           f"dataset.max_tokens ({cfg.dataset.max_tokens})")

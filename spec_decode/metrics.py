@@ -47,6 +47,7 @@ def summarize(run: dict, baseline: dict | None = None) -> dict:
     drafted = sum(s["drafted"] for s in samples)
     nodes = [n for s in samples for n in s["tree_nodes_per_round"]]
     throughput = spread([s["new_tokens"] / s["seconds"] for s in samples])
+    sampled = (run.get("sampling") or {}).get("temperature", 0) > 0
     summary = {
         "method": run["method"],
         "throughput": throughput,
@@ -66,7 +67,8 @@ def summarize(run: dict, baseline: dict | None = None) -> dict:
         "cache_max_length": max((max(s["cache_length_per_round"], default=0) for s in samples), default=0),
         "cache_final_length": spread([s["cache_length_per_round"][-1] for s in samples if s["cache_length_per_round"]]),
         **_phases(samples),
-        "exact_match": spread([s["exact_match"] for s in samples if s["exact_match"] is not None]),
+        "exact_match": None if sampled else spread([s["exact_match"] for s in samples if s["exact_match"] is not None]),
+        "exact_match_applicable": not sampled,  # sampled runs: no token-for-token reference (n/a, not 0)
         **exactness(samples, streaming=params.get("cache_size") is not None),
         "new_tokens": tokens,
         "samples": len(samples),

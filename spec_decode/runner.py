@@ -20,6 +20,7 @@ from spec_decode.data import DatasetError, load_prompts, read_records, stop_toke
 from spec_decode.decoders import validate_method
 from spec_decode.metrics import summarize
 from spec_decode.models import ModelLoadError, check_attention, load_pair, load_tokenizer
+from spec_decode.sampling import Sampling
 
 log = logging.getLogger(__name__)
 ERROR_FILE = "error.json"
@@ -241,7 +242,8 @@ def protocol_from(cfg: DictConfig, methods: dict[str, tuple[str, dict]] | None =
         raise ConfigError(str(err)) from err
     return Protocol(cfg.max_new_tokens, cfg.warmup, cfg.repeats, cfg.seed, cfg.profile, cfg.trace_rounds,
                     cfg.interleave, cfg.static_cache, cfg.compile, cfg.busy_threshold, cfg.strict_quiet,
-                    adapt_threads=cfg.threads is None and not cfg.strict_quiet)
+                    adapt_threads=cfg.threads is None and not cfg.strict_quiet,
+                    sampling=Sampling(cfg.temperature, cfg.top_p, cfg.top_k))
 
 
 def _dataset_cfg(dataset: DictConfig) -> dict:
@@ -264,7 +266,7 @@ def summary_table(payload: dict) -> str:
         "speedup": num(s["speedup"]), "sp.totals": num(s.get("speedup_of_totals")),
         "sp.ratios": num(s.get("speedup_mean_of_ratios")), "accept": num(s["acceptance_rate"]),
         "accept(depth)": num(s["acceptance_depth_level"]), "tok/round": num(s["tokens_per_round"]),
-        "nodes/round": num(s["mean_tree_nodes"]), "exact": num(s["exact_match"]["mean"]),
+        "nodes/round": num(s["mean_tree_nodes"]), "exact": _exact(s),
         **_exactness_columns(s), "compress": num(s["compressions"]["mean"]), **_load_columns(s),
     } for s in payload["summary"]]
     model, env, cfg = payload["model"], payload["environment"], payload["config"]
@@ -275,6 +277,11 @@ def summary_table(payload: dict) -> str:
     table = pd.DataFrame(rows).to_string(index=False, float_format=lambda x: f"{x:.3f}")
     return "\n".join([header, *_machine_header(env, cfg), table, *_category_table(payload["summary"]),
                       *divergence_warnings(payload["summary"])])
+
+
+def _exact(s: dict) -> str:
+    """The mean exact match, or n/a for a sampled run (no token-for-token reference)."""
+    return "n/a" if s["exact_match"] is None else f"{s['exact_match']['mean']:.3f}"
 
 
 def _category_table(summary: list[dict]) -> list[str]:

@@ -49,6 +49,20 @@ def test_comparison_run_writes_a_complete_result(tmp_path):
     assert (df.set_index("method").loc[["hf_greedy", "hf_assisted", "linear", "tree"], "exact_match.mean"] == 1.0).all()
 
 
+def test_sampled_run_records_its_knobs_and_marks_exact_match_not_applicable(tmp_path):
+    proc = run_cli("experiment=compare", *FAST, "temperature=0.8", "top_k=20", f"results_dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    stored = json.loads((tmp_path / RESULT_FILE).read_text())
+    runs = stored["methods"]
+    assert {r["method"]: r["sampling"] for r in runs.values()} == dict.fromkeys(
+        ["ar", "hf_greedy", "hf_assisted", "linear", "tree"], {"temperature": 0.8, "top_p": 1.0, "top_k": 20})
+    assert all(s["exact_match"] is None and not s["exact_match_applicable"] for s in stored["summary"])
+    assert "n/a" in proc.stdout
+    ar = [s["tokens"] for s in runs["ar"]["samples"]]
+    assert [s["tokens"] for s in runs["tree"]["samples"]] == ar  # one seed per prompt: the tree draws AR's sample
+    assert all(s["exact_match"] is None for r in runs.values() for s in r["samples"])
+
+
 def test_interleaved_order_measures_every_method_on_every_prompt(tmp_path):
     proc = run_cli("experiment=compare", *FAST, "num_prompts=3", "repeats=2", f"results_dir={tmp_path}")  # default
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -93,6 +107,9 @@ BAD_INPUT = [
     (["dataset.min_tokens=0", "dataset.max_tokens=0"], "dataset.min_tokens"),
     (["methods=[ar,{name:linear,k:abc}]"], "k must be"), (["profile=maybe"], "profile"),
     (["overwrite=1"], "overwrite"), (["trace_rounds=-2"], "trace_rounds"),
+    (["temperature=-0.5"], "temperature"), (["temperature=hot"], "temperature"),
+    (["temperature=1", "top_p=0"], "top_p"), (["temperature=1", "top_p=1.5"], "top_p"),
+    (["temperature=1", "top_k=-1"], "top_k"), (["top_k=5"], "temperature > 0"),
 ]
 
 

@@ -19,6 +19,8 @@ class LinearDecoder(SpeculativeDecoder):
 
     Sampling, the draft samples its tokens from its processed distribution q and the target keeps them by
     speculative sampling (`sampling.accept_drafts`): the emitted tokens are distributed exactly as the target's.
+    A seed reproduces its sample only with `fallback` off: the fallback picks AR steps by measured time, and an
+    AR step draws differently from a speculative round (tree methods draw alike, so they reproduce either way).
     """
 
     name = "linear"
