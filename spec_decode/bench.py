@@ -258,11 +258,11 @@ def measure(m: Measurement, pair: ModelPair, prompt_index: int, repeat: int, pro
     With `strict_quiet`, a MachineBusyError when the method's timed regions so far show a busy machine.
     """
     torch.manual_seed(protocol.seed + repeat)
-    start = machine.counters()
-    out, turns = converse(m.decoder, pair, prompt, protocol, generation_seed(protocol.seed, prompt_index, repeat))
+    start, seed = machine.counters(), generation_seed(protocol.seed, prompt_index, repeat)
+    out, turns = converse(m.decoder, pair, prompt, protocol, seed)
     load = machine.load(start, machine.counters())
-    m.samples.append(_sample(prompt_index, repeat, out, reference) | {"category": prompt.category, "turns": turns}
-                     | load)
+    m.samples.append(_sample(prompt_index, repeat, out, reference) | {"category": prompt.category, "turns": turns,
+                                                                      "seed": seed} | load)
     if protocol.strict_quiet:
         _stop_if_busy(m, prompt_index, protocol.busy_threshold)
     return m.samples[-1]
@@ -311,6 +311,7 @@ def calibrate_budget(pair: ModelPair, name: str, params: dict, prompts: list[Pro
     probe = build_decoder(name, pair.target, pair.draft, **params)
     probe.profile, probe.trace_rounds = True, 10**9
     probe.fallback = False  # every profiled round a traced tree: the cost model pairs traces with round times
+    probe.sampling = protocol.sampling  # acceptance as the measured run will see it
     samples = []
     for prompt in prompts[:CALIBRATION_PROMPTS]:
         samples.append(converse(probe, pair, prompt, protocol)[0].stats.to_dict())

@@ -92,9 +92,9 @@ class ChangedFirstAnswer:
         self.ar, self.answer = build_decoder("ar", target), answer
         self.inputs: list[list[int]] = []
 
-    def generate(self, prompt_ids, max_new_tokens, eos_token_id=None):
+    def generate(self, prompt_ids, max_new_tokens, eos_token_id=None, seed=0):
         self.inputs.append(list(prompt_ids))
-        out = self.ar.generate(prompt_ids, max_new_tokens, eos_token_id)
+        out = self.ar.generate(prompt_ids, max_new_tokens, eos_token_id, seed)
         if len(self.inputs) == 1:
             out.tokens = list(self.answer)
         return out
