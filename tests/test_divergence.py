@@ -36,8 +36,8 @@ class FlipAt:
     def params(self) -> dict:
         return {"index": self.index}
 
-    def generate(self, prompt_ids, max_new_tokens, eos_token_id=None) -> Generation:
-        out = self.ar.generate(prompt_ids, max_new_tokens, eos_token_id)
+    def generate(self, prompt_ids, max_new_tokens, eos_token_id=None, seed=0) -> Generation:
+        out = self.ar.generate(prompt_ids, max_new_tokens, eos_token_id, seed)
         tokens = list(out.tokens)
         tokens[self.index] = (tokens[self.index] + 1) % 256 if self.token is None else self.token
         return Generation(tokens, out.stats)

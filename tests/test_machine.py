@@ -41,9 +41,9 @@ class BurnWhileTimed:
     def params(self) -> dict:
         return {}
 
-    def generate(self, prompt_ids, max_new_tokens, eos_token_id=None):
+    def generate(self, prompt_ids, max_new_tokens, eos_token_id=None, seed=0):
         with burning(limit_s=10):
-            out = self.ar.generate(prompt_ids, max_new_tokens, eos_token_id)
+            out = self.ar.generate(prompt_ids, max_new_tokens, eos_token_id, seed)
             time.sleep(0.3)
         return out
 
