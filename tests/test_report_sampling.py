@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import yaml
+from hydra import compose, initialize_config_dir
 
+from spec_decode.config import CONF_DIR
 from spec_decode.report import fig12_sampling, table12_sampling
 from spec_decode.report.common import MissingData
 from spec_decode.report.palette import color
@@ -92,3 +95,16 @@ def test_missing_experiment_names_its_grid_command(tmp_path, module):
     with pytest.raises(MissingData, match=r"no results of experiment 'sampling'; run: python run.py -m "
                                           r"experiment=sampling"):
         module(load_results(tmp_path))
+
+
+@pytest.mark.parametrize(("dataset", "prompts", "tokens", "per_category"),
+                         [("wikitext2_local", 4, 64, None), ("spec_bench", None, 48, 1), ("builtin", 4, 64, None)])
+def test_the_grid_scales_each_prompt_set_and_keeps_the_default_pair(dataset, prompts, tokens, per_category):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=sampling", f"dataset={dataset}", "temperature=0.7"])
+    assert (cfg.num_prompts, cfg.max_new_tokens, cfg.dataset.get("per_category")) == (prompts, tokens, per_category)
+    assert cfg.model.name == "smollm2-135m_distilled" and cfg.temperature == 0.7 and cfg.experiment_name == "sampling"
+    assert [m if isinstance(m, str) else m.label for m in cfg.methods] == [
+        "ar", "hf_assisted", "hf_lookup", "linear_k2", "tree_lookup", "recycling", "retrieval", "tree_multi"]
+    sweep = yaml.safe_load((CONF_DIR / "experiment" / "sampling.yaml").read_text())["hydra"]["sweeper"]["params"]
+    assert sweep == {"temperature": "0,0.7,1.0", "dataset": "wikitext2_local,spec_bench"}
