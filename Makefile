@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN_ARGS ?=
 
-.PHONY: setup run bench spec-bench busy-check test lint paper-figures paper-results reference-results
+.PHONY: setup run bench spec-bench sampling busy-check test lint paper-figures paper-results reference-results
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,13 @@ run:
 spec-bench:
 	$(PY) run.py experiment=spec_bench $(RUN_ARGS)
 	$(PY) -m spec_decode.report --results $(RESULTS) --out figures  # every artifact: the others stay as they were
+
+# Sampling: temperature 0 / 0.7 / 1.0 x WikiText-2 (4 prompts, 64 tokens) / Spec-Bench (1 question per category,
+# 48 tokens a turn), every method family and peer on the default pair (6 runs, about an hour on 2 cores), then the
+# report (figures/<pair>/table12_sampling.md, fig12_sampling.png). RUN_ARGS=overwrite=true replaces earlier results.
+sampling:
+	$(PY) run.py -m experiment=sampling $(RUN_ARGS)
+	$(PY) -m spec_decode.report --results $(RESULTS) --out figures
 
 # Our decoders against HF assisted generation and prompt lookup on the default pair (2-core CPU: ~40 min), then the
 # ratios. The committed results/bench came from `make bench RUN_ARGS=threads=2`.

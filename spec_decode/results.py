@@ -25,6 +25,7 @@ PACKAGES = ("torch", "transformers", "datasets", "hydra-core", "spec_decode")
 
 NAME_MAX = 255  # bytes per path component on common file systems
 IGNORED_KEYS = ("results_dir", "overwrite")  # where a result goes and whether to replace it: not what it measured
+GREEDY = {"temperature": 0.0, "top_p": 1.0, "top_k": 0}  # the decoding of results written before sampling existed
 
 
 class ResultsDirError(RuntimeError):
@@ -182,7 +183,14 @@ def _row(run: dict, summary: dict, file: Path) -> dict:
             "model": cfg["model"]["name"], "dataset": cfg["dataset"]["name"], "max_new_tokens": cfg["max_new_tokens"],
             "interleave": cfg.get("interleave", False), "decoder": run["methods"][summary["method"]]["method"],
             "device_name": run["environment"]["device_name"], "dtype": run["environment"]["dtype"],
+            **_sampling(run, summary["method"]),
             **{f"param.{k}": v for k, v in run["methods"][summary["method"]]["params"].items()}, **flat}
+
+
+def _sampling(run: dict, label: str) -> dict:
+    """A method's temperature, top_p and top_k: its run record's, else the run config's, else greedy (older files)."""
+    recorded = run["methods"][label].get("sampling") or {}
+    return {key: type(default)(recorded.get(key, run["config"].get(key, default))) for key, default in GREEDY.items()}
 
 
 def _result_files(paths) -> list[Path]:
