@@ -138,7 +138,7 @@ class TokenTree:
         cand_parents = cand_parents.reshape(-1)
         grown = self.live[cand_parents] if allow is None else self.live[cand_parents] & allow
         cand_logp = self.log_path_prob[cand_parents] + top_p.log()
-        passing = grown & (top_p >= threshold)
+        passing = grown & (top_p >= threshold) & (top_p > 0)  # a zero: cut by top-k / top-p (sampling)
         keep, room = passing, self.budget + 1 - self.live[: self.size].sum()
         if self.budget + 1 - self.size < top_p.numel():  # the node cap may bind (slots used bound live nodes)
             order = torch.sort(torch.where(passing, cand_logp, -torch.inf), descending=True, stable=True).indices

@@ -84,6 +84,13 @@ def test_linear_sampling_accepts_drafts_and_stays_reproducible(pair64):
     assert len(out.tokens) == 60 and out.stats.accepted > 0 and out.stats.rounds < 59
 
 
+def test_the_tree_grows_within_the_drafts_top_k_when_sampling(pair64):
+    """top_k=1: every node's processed draft distribution is one token, so a branch-3 tree is a chain."""
+    decoder = sampler(pair64, "tree", Sampling(temperature=1.0, top_k=1), depth=4, branch=3, fallback=False)
+    out = decoder.generate(random_prompts(1, seed=6)[0], 30, seed=0)
+    assert out.stats.tree_nodes_per_round[:5] == [4] * 5
+
+
 def test_greedy_is_the_default_and_unchanged(pair64):
     prompt = random_prompts(1, seed=9)[0]
     tree = build_decoder("tree", pair64.target, pair64.draft, depth=3, branch=2)

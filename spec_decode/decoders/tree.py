@@ -213,7 +213,7 @@ class TreeDecoder(SpeculativeDecoder):
         logits = self._draft_catch_up(stats)[None]
         peek, allow, fed = self._peek.reset(), None, 0
         for d in range(1, depth + 1):
-            level = tree.grow(level, logits, self.branch, self.threshold, allow)
+            level = tree.grow(level, self._draft_scores(logits), self.branch, self.threshold, allow)
             if d == depth or level.size == 0:
                 break
             stop = tree.stalled(level)
@@ -230,6 +230,11 @@ class TreeDecoder(SpeculativeDecoder):
             logits = self._draft_level(level, d, stats)
             fed = level.end - 1
         return fed
+
+    def _draft_scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """The draft's scores children are ranked and pruned by: its logits, or (sampling) the log of its processed
+        distribution, so that temperature, top-k and top-p shape the tree as they shape the target's draws."""
+        return logits if self.sampling.greedy else self.sampling.probs(logits).log()
 
     def _draft_level(self, level: Level, depth: int, stats: GenerationStats) -> torch.Tensor:
         """One batched draft forward over a whole level (dead slots included), under the tree mask."""
