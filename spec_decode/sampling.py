@@ -91,7 +91,7 @@ def draw(weights: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     so decoders that draw position i's token from the same uniform emit the same text (tests compare tokens).
     The CDF is summed in float64 so that no token's probability is rounded away over a large vocabulary.
     """
-    cdf = weights.double().cumsum(-1)
+    cdf = weights.cumsum(-1, dtype=torch.float64)
     point = uniforms.double()[..., None] * cdf[..., -1:]
     return torch.searchsorted(cdf, point, right=True).clamp_max_(weights.shape[-1] - 1)[..., 0]
 
