@@ -84,6 +84,14 @@ def test_linear_sampling_accepts_drafts_and_stays_reproducible(pair64):
     assert len(out.tokens) == 60 and out.stats.accepted > 0 and out.stats.rounds < 59
 
 
+def test_linear_confidence_stops_sampled_drafting_early(pair64):
+    """A sampled draft token under `confidence` ends the proposal; the verified rows are the proposed ones."""
+    decoder = sampler(pair64, "linear", SETTINGS[0], k=6, confidence=0.5, fallback=False)
+    out = decoder.generate(random_prompts(1, seed=3)[0], 60, seed=1)
+    assert len(out.tokens) == 60 and min(out.stats.drafted_per_round) < 6
+    assert all(a <= d for a, d in zip(out.stats.accepted_per_round, out.stats.drafted_per_round, strict=True))
+
+
 def test_the_tree_grows_within_the_drafts_top_k_when_sampling(pair64):
     """top_k=1: every node's processed draft distribution is one token, so a branch-3 tree is a chain."""
     decoder = sampler(pair64, "tree", Sampling(temperature=1.0, top_k=1), depth=4, branch=3, fallback=False)

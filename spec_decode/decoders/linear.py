@@ -60,14 +60,7 @@ class LinearDecoder(SpeculativeDecoder):
         block = torch.cat([self.committed[base - 1 : base], drafts])
         logits = self._feed(self.target, self.target_cache, block, base - 1)
         stats.target_forwards += 1
-        if self.sampling.greedy:
-            predicted = logits.argmax(-1)
-            agree = (predicted[:-1] == drafts).cumprod(0).sum()
-            nxt = predicted.gather(0, agree[None])
-        else:
-            u = torch.rand(k + 1, generator=self.generator, dtype=torch.float64, device=self.device)
-            agree, nxt = accept_drafts(self.sampling.probs(logits), torch.stack(self._q[:k]), drafts, u)
-            nxt = nxt[None]
+        agree, nxt = self._accept(logits, drafts)
         emitted = torch.cat([drafts, nxt]).scatter_(0, agree[None], nxt)
         checks = {"target": finite(logits), "draft": self.draft_ok}
         accepted, *tokens = self._read(torch.cat([agree[None], emitted]), checks, stats.rounds + 1)
@@ -75,6 +68,17 @@ class LinearDecoder(SpeculativeDecoder):
         kv.rollback(self.target_cache, base + accepted)
         kv.rollback(self.draft_cache, base + accepted)
         return Round(tokens[: accepted + 1], drafted=k, accepted=accepted)
+
+    def _accept(self, logits: torch.Tensor, drafts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """How many drafts the target keeps, and its token after them (1-d): the longest prefix its argmax agrees
+        with, or (sampling) speculative sampling against the draft's distributions."""
+        if self.sampling.greedy:
+            predicted = logits.argmax(-1)
+            agree = (predicted[:-1] == drafts).cumprod(0).sum()
+            return agree, predicted.gather(0, agree[None])
+        u = torch.rand(drafts.numel() + 1, generator=self.generator, dtype=torch.float64, device=self.device)
+        agree, nxt = accept_drafts(self.sampling.probs(logits), torch.stack(self._q[: drafts.numel()]), drafts, u)
+        return agree, nxt[None]
 
     def _propose(self, k: int, stats: GenerationStats) -> torch.Tensor:
         """Up to K draft tokens (greedy or sampled), each fed back to the draft except the last.
