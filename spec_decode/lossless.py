@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from transformers import PreTrainedModel
@@ -79,7 +81,8 @@ class Exact:
 @dataclass(frozen=True)
 class TestResult:
     """A G-test of counts against an exact law (df + 1 cells after merging), with its power against SHIFT moved
-    between the two likeliest cells and against the least detectable SHIFT in total variation."""
+    between the two likeliest cells and against the least detectable SHIFT in total variation, and the shifts of
+    each kind it detects with power 0.8."""
 
     statistic: float
     df: int
@@ -87,6 +90,8 @@ class TestResult:
     draws: int
     power_shift: float
     power_worst: float
+    detectable_shift: float
+    detectable_worst: float
 
     @property
     def passed(self) -> bool:
@@ -164,8 +169,9 @@ def g_test(counts: Counter, exact: Exact, draws: int) -> TestResult:
     o, e = torch.tensor(observed, dtype=torch.float64), torch.tensor(expected, dtype=torch.float64)
     statistic = float(2 * (torch.xlogy(o, o) - torch.xlogy(o, e)).sum())
     df = len(observed) - 1
-    return TestResult(statistic, df, chi2_sf(statistic, df), draws, power(df, shift_noncentrality(exact, draws)),
-                      power(df, worst_noncentrality(draws)))
+    shift, worst = partial(shift_noncentrality, exact, draws), partial(worst_noncentrality, draws)
+    return TestResult(statistic, df, chi2_sf(statistic, df), draws, power(df, shift()), power(df, worst()),
+                      detectable_shift(df, shift), detectable_shift(df, worst))
 
 
 def chi2_sf(x: float, df: int) -> float:
@@ -212,7 +218,7 @@ def worst_noncentrality(draws: int, delta: float = SHIFT) -> float:
     return 4 * delta**2 * draws
 
 
-def detectable_shift(df: int, noncentrality, goal: float = 0.8) -> float:
+def detectable_shift(df: int, noncentrality: Callable[[float], float], goal: float = 0.8) -> float:
     """The least shift delta the test detects with probability `goal`, for `noncentrality(delta)` increasing."""
     low, high = 0.0, 1.0
     for _ in range(40):
@@ -228,7 +234,8 @@ def check(decoder, prompt: list[int], sampling: Sampling, draws: int, seed: int 
     decoder.sampling = sampling
     window = getattr(decoder, "window", None)
     sink = getattr(decoder, "sink", None)
-    exact = exact_distribution(decoder.target, prompt, sampling, length, MIN_EXPECTED / draws / 10, sink, window)
+    floor = MIN_EXPECTED / draws / 10  # below any kept cell's probability: the pruning changes no cell
+    exact = exact_distribution(decoder.target, prompt, sampling, length, floor, sink, window)
     return g_test(sample_counts(decoder, prompt, length, draws, seed, budget), exact, draws)
 
 

@@ -132,6 +132,18 @@ def test_planted_bug_fails_the_exact_check(bug, k):
     assert not follows_the_target(emitted_law(bug, k))
 
 
+@pytest.mark.parametrize(("sampling", "cells", "shift", "detectable"), [("T=0.5", 20, 0.018, 0.050),
+                                                                        ("T=0.6 top_k=8 top_p=0.9", 22, 0.011, 0.056)])
+def test_the_stated_power(pair, sampling, cells, shift, detectable):
+    """The numbers in this module's docstring, from the exact law (its expected counts: no sampling)."""
+    exact = exact_distribution(pair.target, PROMPT, SAMPLINGS[sampling], floor=1e-4)
+    result = g_test(Counter({cell: p * DRAWS for cell, p in exact.cells.items()}), exact, DRAWS)
+    assert result.df + 1 == cells and result.p_value > 0.99
+    assert result.power_shift == pytest.approx(shift, abs=5e-4)
+    assert result.detectable_shift == pytest.approx(detectable, abs=5e-4)
+    assert result.power_worst == pytest.approx(0.002, abs=5e-4) and 0.11 < result.detectable_worst < 0.12
+
+
 def test_chi_square_tails_match_closed_forms():
     assert chi2_sf(3.841458820694124, 1) == pytest.approx(0.05, rel=1e-9)
     assert chi2_sf(18.307038053275146, 10) == pytest.approx(0.05, rel=1e-9)
