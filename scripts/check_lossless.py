@@ -54,15 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     pair = tiny_pair64()
     failed = 0
-    print(f"{'method':<58} {'sampling':<23} {'N':>5} {'cells/df':>8} {'p':>7}  {'power at 2%':>11}  "
+    width = max(len(case.label()) for case in CASES.values())
+    print(f"{'method':<{width}} {'sampling':<23} {'N':>5} {'cells/df':>8} {'p':>7}  {'power at 2%':>11}  "
           f"{'80% detects':>11}")
-    print(f"{'':<58} {'':<23} {'':>5} {'':>8} {'':>7}  {'top2 worst':>11}  {'top2 worst':>11}")
+    print(f"{'':<{width}} {'':<23} {'':>5} {'':>8} {'':>7}  {'top2 worst':>11}  {'top2 worst':>11}")
     for case in CASES.values():
         for name, sampling in SAMPLINGS.items():
             start = time.perf_counter()
             r = check_case(case, pair, sampling, args.draws, args.seed)
             failed += not r.passed
-            print(f"{case.label():<58} {name:<23} {r.draws:>5} {r.df + 1:>4}/{r.df:<3} {r.p_value:>7.4f}  "
+            print(f"{case.label():<{width}} {name:<23} {r.draws:>5} {r.df + 1:>4}/{r.df:<3} {r.p_value:>7.4f}  "
                   f"{r.power_shift:>5.3f} {r.power_worst:>5.3f}  {r.detectable_shift:>5.1%} "
                   f"{r.detectable_worst:>5.1%}  "
                   f"{'PASS' if r.passed else 'FAIL'}  {time.perf_counter() - start:3.0f} s", flush=True)
