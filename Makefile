@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN_ARGS ?=
 
-.PHONY: setup run bench spec-bench sampling busy-check test lint paper-figures paper-results reference-results
+.PHONY: setup run bench spec-bench sampling busy-check check-lossless test lint paper-figures paper-results reference-results
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,13 @@ bench:
 # burner from halfway through; both summaries, the speedups' ratio and whether the busy run was flagged.
 busy-check:
 	PY=$(PY) scripts/busy_check.sh $(RUN_ARGS)
+
+# Issue 15's proof that sampling is lossless: every method's first 3 tokens (800 seeded generations per method and
+# sampling, on the tiny float64 pair) G-tested against their exact law; one line each, exit status 1 if any fails
+# (p < 0.001). ~4 min on 2 cores. LOSSLESS_ARGS="--draws 2000 --seed 7": more draws, other seeds.
+LOSSLESS_ARGS ?=
+check-lossless:
+	$(PY) scripts/check_lossless.py $(LOSSLESS_ARGS)
 
 test:
 	$(PY) -m pytest
