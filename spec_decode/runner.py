@@ -281,7 +281,10 @@ def summary_table(payload: dict) -> str:
 
 def _exact(s: dict) -> str:
     """The mean exact match, or n/a for a sampled run (no token-for-token reference)."""
-    return "n/a" if s["exact_match"] is None else f"{s['exact_match']['mean']:.3f}"
+    if s["exact_match"] is None:
+        return "n/a"
+    mean = s["exact_match"]["mean"]  # null when stored without a comparison (strict JSON has no NaN)
+    return f"{math.nan if mean is None else mean:.3f}"
 
 
 def _category_table(summary: list[dict]) -> list[str]:
