@@ -27,6 +27,7 @@ from spec_decode.sampling import Sampling
 PROMPT = [254, 79, 175, 192, 82, 99, 216, 177, 243, 29, 147, 81, 106, 77, 178, 207, 195, 169, 97, 108, 62, 185, 219]
 LENGTH = 3  # the tested tokens: the first three of each generation
 MIN_EXPECTED = 5.0  # cells expected fewer times than this are merged into "other"
+MIN_CELL_P = 0.007  # and cells less likely than this: more draws then sharpen the same cells, not add rare ones
 ALPHA = 1e-3  # the p-value below which a decoder fails
 SHIFT = 0.02  # the total-variation shift whose detection power is reported
 
@@ -149,8 +150,10 @@ def sample_counts(decoder, prompt: list[int], length: int, draws: int, seed: int
 
 
 def partition(exact: Exact, draws: int) -> list[tuple[int, ...]]:
-    """The sequences kept as their own cells (expected >= MIN_EXPECTED times in `draws`), likeliest first."""
-    kept = [cell for cell, p in exact.cells.items() if p * draws >= MIN_EXPECTED]
+    """The sequences kept as their own cells (expected >= MIN_EXPECTED times in `draws`, probability >= MIN_CELL_P),
+    likeliest first."""
+    least = max(MIN_EXPECTED / draws, MIN_CELL_P)
+    kept = [cell for cell, p in exact.cells.items() if p >= least]
     return sorted(kept, key=exact.cells.get, reverse=True)
 
 
