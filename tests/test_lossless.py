@@ -28,7 +28,8 @@ import pytest
 import torch
 
 from spec_decode import lossless
-from spec_decode.decoders import linear
+from spec_decode.decoders import build_decoder, linear
+from spec_decode.decoders.base import Fallback
 from spec_decode.lossless import (
     ALPHA,
     CASES,
@@ -100,6 +101,24 @@ def correction_from_p(p, q, drafts, uniforms):
 
 
 BUGS = [accept_always, accept_if_likelier, correction_from_p]
+
+
+class Alternating(Fallback):
+    """A fallback that runs AR steps and speculative rounds in turn, whatever they cost (deterministic)."""
+
+    def record(self, speculated: bool, seconds: float, tokens: int) -> None:
+        self.speculate = not speculated
+
+
+def test_linear_mixed_with_fallback_ar_steps_at_temperature_one_follows_the_exact_law(pair):
+    """The AR fallback's steps (one uniform per position) between speculative rounds (their own draws), at
+    temperature 1 (no temperature warper; top_k=8 keeps the law to tens of cells)."""
+    decoder = build_decoder("linear", pair.target, pair.draft, k=1, fallback=True)
+    decoder.chooser = Alternating(settle=False)
+    sampling = Sampling(temperature=1.0, top_k=8)
+    result = lossless.check(decoder, PROMPT, sampling, DRAWS, seed=9_000_000, budget=4)
+    assert result.df >= 5 and result.passed, result
+    assert decoder.generate(PROMPT, 8, seed=1).stats.fallback_rounds > 0
 
 
 @pytest.mark.parametrize("bug", BUGS, ids=lambda bug: bug.__name__)
