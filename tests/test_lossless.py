@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
@@ -46,6 +48,7 @@ from spec_decode.lossless import (
     worst_noncentrality,
 )
 from spec_decode.sampling import Sampling, accept_drafts, draw
+from tests.conftest import ROOT
 
 DRAWS = 700
 BUG_DRAWS = 500
@@ -225,3 +228,11 @@ def test_g_test_accepts_the_expected_counts_and_rejects_a_shift():
     assert shifted.p_value < ALPHA
     impossible = g_test(expected, Exact(exact.cells | {(3,): 0.05}, rest=0.0), 1000)
     assert impossible.p_value == 0.0  # draws outside a law with no mass left over
+
+
+@pytest.mark.parametrize("argv", [["--draws", "abc"], ["--draws", "10"], ["--seed", "-1"], ["--nope"]])
+def test_check_lossless_bad_arguments_are_one_line_and_exit_2(argv):
+    proc = subprocess.run([sys.executable, "scripts/check_lossless.py", *argv], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "error:" in proc.stderr
