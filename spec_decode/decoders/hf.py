@@ -113,7 +113,7 @@ class HFAssistedDecoder:
 
 
 class HFGreedyDecoder(HFAssistedDecoder):
-    """transformers' own greedy `generate` (no assistant): the baseline HF assisted generation is read against."""
+    """transformers' own `generate` (no assistant; greedy, or sampled per `sampling`): the peers' baseline."""
 
     name = "hf_greedy"
 
