@@ -67,11 +67,14 @@ class Sampling:
             warpers.append(TopPLogitsWarper(float(self.top_p)))
         return warpers
 
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """`logits` (1-D or 2-D) through the warpers, in float32 or wider: -inf where top-k / top-p cut."""
+        wide = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+        return self._warpers(None, wide.reshape(-1, wide.shape[-1])).reshape(wide.shape)
+
     def probs(self, logits: torch.Tensor) -> torch.Tensor:
-        """The processed distribution over the last axis of `logits` (rows: 1-D or 2-D), in float32 or wider."""
-        scores = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
-        rows = scores.reshape(-1, scores.shape[-1])
-        return self._warpers(None, rows).softmax(-1).reshape(scores.shape)
+        """The processed distribution over the last axis of `logits`."""
+        return self.scores(logits).softmax(-1)
 
     def pick(self, logits: torch.Tensor, uniforms: torch.Tensor | None) -> torch.Tensor:
         """One token per row of `logits`: the argmax when greedy, else the processed distribution's inverse CDF at

@@ -232,9 +232,9 @@ class TreeDecoder(SpeculativeDecoder):
         return fed
 
     def _draft_scores(self, logits: torch.Tensor) -> torch.Tensor:
-        """The draft's scores children are ranked and pruned by: its logits, or (sampling) the log of its processed
-        distribution, so that temperature, top-k and top-p shape the tree as they shape the target's draws."""
-        return logits if self.sampling.greedy else self.sampling.probs(logits).log()
+        """The draft's scores children are ranked and pruned by: its logits, or (sampling) its warped logits, so that
+        temperature, top-k and top-p shape the tree as they shape the target's draws."""
+        return logits if self.sampling.greedy else self.sampling.scores(logits)
 
     def _draft_level(self, level: Level, depth: int, stats: GenerationStats) -> torch.Tensor:
         """One batched draft forward over a whole level (dead slots included), under the tree mask."""
