@@ -28,6 +28,7 @@ class GenerationStats:
     target_forward_s_per_round: list[float] = field(default_factory=list)
     draft_forward_s_per_round: list[float] = field(default_factory=list)
     trace: list[dict] = field(default_factory=list)
+    rows_per_round: list[int] = field(default_factory=list)  # batched runs: rows each round decoded (totals above)
     compressions: int = 0
     fallback_rounds: int = 0  # rounds that were plain AR steps chosen by the fallback (not the method's round)
     target_forwards: int = 0
