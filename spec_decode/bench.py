@@ -19,6 +19,8 @@ from tqdm.auto import tqdm
 from spec_decode import costmodel, machine, metrics, static
 from spec_decode.data import Prompt, turn_ids
 from spec_decode.decoders import Decoder, Generation, GenerationStats, build_decoder
+from spec_decode.decoders.ar import AutoregressiveDecoder
+from spec_decode.decoders.batched import BatchGeneration, build_batched
 from spec_decode.models import ModelPair
 from spec_decode.sampling import GREEDY, Sampling
 
@@ -47,6 +49,28 @@ class Protocol:
     chat: bool = False  # a conversation's later turns are built with the tokenizer's chat template
     stop_token_ids: tuple[int, ...] | None = None  # tokens that end a turn; None: the tokenizer's EOS
     sampling: Sampling = GREEDY  # temperature > 0: every method samples; no AR reference to compare tokens with
+    batch_size: int = 1  # > 1: consecutive prompts decoded together (greedy; ar / linear / tree), timed per batch
+
+
+@dataclass
+class PromptBatch:
+    """Prompts decoded together (batch_size > 1): the unit a batched run times; each row is compared with batch-1
+    greedy AR on its prompt."""
+
+    prompts: list[Prompt]
+    indices: list[int]
+    category = None  # a batch mixes categories; per-row categories are in `categories`
+    turns: tuple = ()
+
+    @property
+    def categories(self) -> list[str | None]:
+        return [p.category for p in self.prompts]
+
+
+def in_batches(prompts: list[Prompt], size: int) -> list[PromptBatch]:
+    """Consecutive prompts in batches of `size` (a last, smaller batch is left out: the runner trims the prompts)."""
+    return [PromptBatch(prompts[i : i + size], list(range(i, i + size))) for i in range(0, len(prompts) - size + 1,
+                                                                                         size)]
 
 
 @dataclass
@@ -75,6 +99,8 @@ def run_methods(pair: ModelPair, methods: dict[str, tuple[str, dict]], prompts: 
     Interleaved order (the default) runs every method on each prompt in turn, so slow drifts of the machine
     (clocks, other tenants) fall on all methods alike; sequential order measures one method after another.
     """
+    if protocol.batch_size > 1:
+        prompts = in_batches(prompts, protocol.batch_size)
     return (_interleaved if protocol.interleave else _sequential)(pair, methods, prompts, protocol)
 
 
@@ -137,8 +163,8 @@ def _interleaved_prompt(measuring: list[Measurement], first_ar: Measurement | No
                 reference = _reference(sample, prompt, pair, protocol)
         done += samples
     for m, sample in done:
-        if not (m is first_ar and sample["repeat"] == 0):  # the reference itself is not compared
-            sample |= compare(sample["tokens"], reference)
+        if isinstance(prompt, PromptBatch) or not (m is first_ar and sample["repeat"] == 0):
+            sample |= compared(sample, reference)  # batch-1 AR is the reference of every batched row
     return {"prompt": p, **machine.state(), **machine.load(start, machine.counters()), "threads_reduced": adapted}
 
 
@@ -205,6 +231,10 @@ def _watched(before: dict, start: machine.Counters) -> dict:
 def prepare(pair: ModelPair, name: str, params: dict, prompts: list[Prompt], protocol: Protocol,
             bar: tqdm | None = None, label: str | None = None) -> Measurement:
     """Build the method's decoder (calibrating its tree budget first when `budget: auto`)."""
+    if protocol.batch_size > 1:
+        decoder = build_batched(name, pair.target, pair.draft, **params)
+        decoder.profile = protocol.profile
+        return Measurement(name, decoder)
     params, calibration = dict(params), None
     if params.pop("budget", "fixed") == "auto":
         if bar is not None:
@@ -235,12 +265,19 @@ def warm_up(m: Measurement, pair: ModelPair, prompts: list[Prompt], protocol: Pr
         m.decoder.reset_state()  # (the peers' decoders have none)
 
 
-def converse(decoder: Decoder, pair: ModelPair, prompt: Prompt, protocol: Protocol,
-             seed: int = 0) -> tuple[Generation, list[int]]:
+def stops_of(pair: ModelPair, protocol: Protocol):
+    """The tokens that end a generation: the protocol's, else the tokenizer's EOS."""
+    return pair.eos_token_id if protocol.stop_token_ids is None else protocol.stop_token_ids
+
+
+def converse(decoder: Decoder, pair: ModelPair, prompt: Prompt | PromptBatch, protocol: Protocol,
+             seed: int = 0) -> tuple[Generation | BatchGeneration, list[int] | None]:
     """Every turn of the prompt, each asked after the method's own earlier answers (Spec-Bench's multi-turn flow):
     the turns' tokens and statistics joined, and each turn's length. Building a later turn's input is not timed.
-    Sampling, turn t draws from a generator seeded `seed` + t."""
-    stops = pair.eos_token_id if protocol.stop_token_ids is None else protocol.stop_token_ids
+    Sampling, turn t draws from a generator seeded `seed` + t. A batch of single-turn prompts: one batched call."""
+    stops = stops_of(pair, protocol)
+    if isinstance(prompt, PromptBatch):
+        return decoder.generate_batch([p.ids for p in prompt.prompts], protocol.max_new_tokens, stops), None
     answers, outs = [], []
     for turn in range(max(len(prompt.turns), 1)):
         ids = prompt.ids if turn == 0 else turn_ids(prompt, pair.tokenizer, protocol.chat, answers)
@@ -261,8 +298,9 @@ def measure(m: Measurement, pair: ModelPair, prompt_index: int, repeat: int, pro
     start, seed = machine.counters(), generation_seed(protocol.seed, prompt_index, repeat)
     out, turns = converse(m.decoder, pair, prompt, protocol, seed)
     load = machine.load(start, machine.counters())
-    m.samples.append(_sample(prompt_index, repeat, out, reference) | {"category": prompt.category, "turns": turns,
-                                                                      "seed": seed} | load)
+    sample = _batch_sample(prompt, out, reference) if isinstance(prompt, PromptBatch) else _sample(out, reference)
+    m.samples.append({"prompt": prompt_index, "repeat": repeat} | sample | {"category": prompt.category,
+                                                                           "turns": turns, "seed": seed} | load)
     if protocol.strict_quiet:
         _stop_if_busy(m, prompt_index, protocol.busy_threshold)
     return m.samples[-1]
@@ -326,16 +364,55 @@ def calibrate_budget(pair: ModelPair, name: str, params: dict, prompts: list[Pro
             "probe": {"depth": params["depth"], "max_nodes": params["max_nodes"]}}
 
 
-def _sample(prompt_index: int, repeat: int, out, reference: Reference | None) -> dict:
+def _sample(out: Generation, reference: Reference | None) -> dict:
     """One raw sample, compared with AR's tokens when the reference is known."""
     stats = out.stats.to_dict()
-    return {"prompt": prompt_index, "repeat": repeat, "new_tokens": len(out.tokens), "seconds": stats.pop("total_s"),
-            "ttft_s": stats.pop("ttft_s"), "tokens": out.tokens, **compare(out.tokens, reference), **stats}
+    return {"new_tokens": len(out.tokens), "seconds": stats.pop("total_s"), "ttft_s": stats.pop("ttft_s"),
+            "tokens": out.tokens, **compare(out.tokens, reference), **stats}
 
 
-def _reference(sample: dict, prompt: Prompt, pair: ModelPair, protocol: Protocol) -> Reference:
+def _batch_sample(batch: PromptBatch, out: BatchGeneration, references: list[Reference] | None) -> dict:
+    """One batch's raw sample: total tokens over the batch's wall time, and per row its prompt, tokens, the seconds
+    until it finished, and its comparison with batch-1 AR (when known)."""
+    stats = out.stats.to_dict()
+    rows = [{"prompt": p, "new_tokens": len(tokens), "seconds": seconds, "category": category}
+            for p, tokens, seconds, category in zip(batch.indices, out.tokens, out.row_seconds, batch.categories,
+                                                    strict=True)]
+    sample = {"batch_size": len(rows), "new_tokens": sum(r["new_tokens"] for r in rows),
+              "seconds": stats.pop("total_s"), "ttft_s": stats.pop("ttft_s"), "tokens": out.tokens, "rows": rows}
+    return sample | compared(sample, references) | stats
+
+
+def compared(sample: dict, reference: Reference | list[Reference] | None) -> dict:
+    """`compare` for a sample; a batch's rows each against their own reference, and the batch as a whole: mean
+    exact match, the earliest divergence, and whether every diverged row left at a near-tie."""
+    if "rows" not in sample:
+        return compare(sample["tokens"], reference)
+    references = reference or [None] * len(sample["rows"])
+    rows = [row | compare(tokens, ref) for row, tokens, ref in zip(sample["rows"], sample["tokens"], references,
+                                                                   strict=True)]
+    if reference is None:
+        return {"rows": rows, **compare([], None)}
+    diverged = sorted((r for r in rows if r["first_divergence"] is not None), key=lambda r: r["first_divergence"])
+    first = diverged[0] if diverged else {"first_divergence": None, "divergence_margin": None}
+    return {"rows": rows, "exact_match": sum(r["exact_match"] for r in rows) / len(rows),
+            "first_divergence": first["first_divergence"], "divergence_margin": first["divergence_margin"],
+            "divergence_at_tie": all(r["divergence_at_tie"] for r in diverged) if diverged else None}
+
+
+def _reference(sample: dict, prompt: Prompt | PromptBatch, pair: ModelPair,
+               protocol: Protocol) -> Reference | list[Reference]:
     """AR's sample as the reference, with the target's top-2 logits at each of its tokens (kept in the sample);
-    a later turn's logits are computed on that turn's input, built from AR's earlier answers as when it ran."""
+    a later turn's logits are computed on that turn's input, built from AR's earlier answers as when it ran.
+    A batch's reference is batch-1 greedy AR on each row's prompt, generated here (untimed; kept in the sample)."""
+    if isinstance(prompt, PromptBatch):
+        ar = AutoregressiveDecoder(pair.target)
+        dtype = str(pair.target.dtype).removeprefix("torch.")
+        tokens = [ar.generate(p.ids, protocol.max_new_tokens, stops_of(pair, protocol)).tokens for p in prompt.prompts]
+        references = [Reference(t, top2_logits(pair.target, p.ids, t), dtype) for p, t in zip(prompt.prompts, tokens,
+                                                                                              strict=True)]
+        sample["batch_1_reference"] = [{"tokens": r.tokens, "top2_logits": r.top2} for r in references]
+        return references
     answers = split_turns(sample["tokens"], sample.get("turns") or [len(sample["tokens"])])
     sample["top2_logits"] = []
     for turn, answer in enumerate(answers):

@@ -55,7 +55,7 @@ KNOBS: dict[str, Knob] = {
     "seed": Knob(int, 0), "threads": Knob(int, 1, nullable=True), "trace_rounds": Knob(int, 0),
     "profile": Knob(bool), "interleave": Knob(bool), "overwrite": Knob(bool), "static_cache": Knob(bool),
     "compile": Knob(bool), "busy_threshold": Knob(float, 0), "strict_quiet": Knob(bool),
-    "temperature": Knob(float, 0), "top_p": Knob(float, 0, 1), "top_k": Knob(int, 0),
+    "temperature": Knob(float, 0), "top_p": Knob(float, 0, 1), "top_k": Knob(int, 0), "batch_size": Knob(int, 1),
 }
 # Checked where present (added by other parts of the harness, or optional in a group's file; text prompt sets have
 # min_tokens / max_tokens, conversation sets per_category).

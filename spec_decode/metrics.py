@@ -43,6 +43,7 @@ def summarize(run: dict, baseline: dict | None = None) -> dict:
     samples, params = run["samples"], run["params"]
     tokens = sum(s["new_tokens"] for s in samples)
     rounds = [n for s in samples for n in s["emitted_per_round"]]
+    rows = sum(_rows(s) for s in samples)  # row-rounds: a batched round counts once per row it decoded
     accepted = sum(s["accepted"] for s in samples)
     drafted = sum(s["drafted"] for s in samples)
     nodes = [n for s in samples for n in s["tree_nodes_per_round"]]
@@ -52,11 +53,11 @@ def summarize(run: dict, baseline: dict | None = None) -> dict:
         "method": run["method"],
         "throughput": throughput,
         **speedups(samples, baseline["samples"] if baseline else []),
-        "tokens_per_round": float(np.mean(rounds)) if rounds else float("nan"),
+        "tokens_per_round": sum(rounds) / rows if rounds else float("nan"),
         "acceptance_rate": accepted / drafted if drafted else float("nan"),
         "acceptance_node_level": accepted / sum(nodes) if nodes and sum(nodes) else float("nan"),
         "acceptance_depth_level": _depth_level(samples, params),
-        "mean_tree_nodes": float(np.mean(nodes)) if nodes else float("nan"),
+        "mean_tree_nodes": sum(nodes) / rows if nodes else float("nan"),
         "fallback_share": sum(s.get("fallback_rounds", 0) for s in samples) / len(rounds) if rounds else 0.0,
         "target_forwards_per_token": sum(s["target_forwards"] for s in samples) / tokens,
         "draft_forwards_per_token": sum(s["draft_forwards"] for s in samples) / tokens,
@@ -74,11 +75,30 @@ def summarize(run: dict, baseline: dict | None = None) -> dict:
         "samples": len(samples),
         "memory": run["memory"],
     }
+    if any("rows" in s for s in samples):
+        summary["batch"] = batch_summary(samples)
     if any(s.get("category") is not None for s in samples):
         summary["by_category"] = by_category(samples, baseline["samples"] if baseline else [])
     if "calibration" in run:  # budget=auto: the cost model's predicted vs measured decode throughput
         summary["budget_prediction_error"] = run["calibration"]["prediction_error"]
     return summary
+
+
+def _rows(sample: dict) -> int:
+    """Row-rounds of a sample: its rounds, each counted once per batch row it decoded (batch 1: its rounds)."""
+    return sum(sample.get("rows_per_round") or []) or len(sample["emitted_per_round"])
+
+
+def batch_summary(samples: list[dict]) -> dict:
+    """Batched runs: the batch size, per-row latency (seconds until the row finished), and how many rows equal
+    batch-1 greedy AR's tokens (the rest: whether each left at a near-tie)."""
+    rows = [r for s in samples for r in s["rows"]]
+    compared = [r for r in rows if r.get("exact_match") is not None]
+    diverged = [r for r in compared if r["first_divergence"] is not None]
+    return {"batch_size": max(s["batch_size"] for s in samples), "batches": len(samples),
+            "row_latency_s": spread([r["seconds"] for r in rows]),
+            "rows_compared": len(compared), "rows_exact": len(compared) - len(diverged),
+            "rows_diverged_at_tie": sum(bool(r["divergence_at_tie"]) for r in diverged)}
 
 
 def _turns(sample: dict) -> int:
@@ -103,7 +123,7 @@ def by_category(samples: list[dict], baseline: list[dict]) -> dict:
         groups[str(group)] = {
             "speedup": speedups(mine, base)["speedup"],
             "throughput": float(np.mean([s["new_tokens"] / s["seconds"] for s in mine])),
-            "tokens_per_round": float(np.mean(rounds)) if rounds else float("nan"),
+            "tokens_per_round": sum(rounds) / rows if rounds else float("nan"),
             "acceptance_rate": sum(s["accepted"] for s in mine) / drafted if drafted else float("nan"),
             "exact_match": float(np.mean(matches)) if matches else float("nan"),
             "samples": len(mine), "prompts": len({s["prompt"] for s in mine})}
@@ -169,4 +189,4 @@ def _depth_level(samples: list[dict], params: dict) -> float:
     """Tree: mean accepted path length / D (the study's depth-level acceptance)."""
     depth = params.get("depth")
     accepted = [a for s in samples for a in s["accepted_per_round"]]
-    return float(np.mean(accepted)) / depth if depth and accepted else float("nan")
+    return sum(accepted) / sum(_rows(s) for s in samples) / depth if depth and accepted else float("nan")

@@ -18,6 +18,7 @@ from spec_decode.bench import Protocol, run_methods
 from spec_decode.config import CONF_DIR, ConfigError, check_config, check_knob, check_method_knobs
 from spec_decode.data import DatasetError, load_prompts, read_records, stop_token_ids, uses_chat
 from spec_decode.decoders import validate_method
+from spec_decode.decoders.batched import check_batched
 from spec_decode.metrics import summarize
 from spec_decode.models import ModelLoadError, check_attention, load_pair, load_tokenizer
 from spec_decode.sampling import Sampling
@@ -57,12 +58,15 @@ def run(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Path:
     torch.manual_seed(cfg.seed)
     probe_start = machine.counters()
     prompts, prompting = _prompts(cfg)
+    prompts, batching = batch_prompts(prompts, cfg.batch_size)
     protocol = dataclasses.replace(protocol, chat=prompting["chat"], stop_token_ids=tuple(prompting["stop_token_ids"]))
     start = check_quiet(machine.probe(probe_start, cfg.busy_threshold), threads, cfg)
     pair = load_pair(cfg.model)
     runs = run_methods(pair, methods, prompts, protocol)
     payload = _payload(requested, started_at, pair, prompts, runs, threads | {"start": start}) | {
         "prompting": prompting}
+    if batching:
+        payload["batching"] = batching | {"not_batched": hf_batch_refusal(pair)}
     print(summary_table(payload))
     _print_lines(quick_note(cfg))
     save(out, payload)
@@ -70,6 +74,37 @@ def run(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Path:
     log.info("results written to %s", out)
     _print_lines(busy_warnings(payload))
     return out
+
+
+def batch_prompts(prompts: list, batch_size: int) -> tuple[list, dict | None]:
+    """The prompts cut to a multiple of `batch_size` (> 1), and what the result records about the batching."""
+    if batch_size == 1:
+        return prompts, None
+    if batch_size > len(prompts):
+        raise ConfigError(f"batch_size {batch_size} is larger than the {len(prompts)} prompts of this run; lower it or "
+                          "raise num_prompts")
+    turns = max(len(p.turns) for p in prompts)
+    if turns > 1:
+        raise ConfigError(f"batch_size > 1 decodes single-turn prompts; this prompt set has conversations of {turns} "
+                          "turns (use a text set, e.g. dataset=wikitext2_local)")
+    used = len(prompts) // batch_size * batch_size
+    if used < len(prompts):
+        log.warning("batch_size %d: the last %d prompts are left out", batch_size, len(prompts) - used)
+    return prompts[:used], {"batch_size": batch_size, "batches": used // batch_size, "prompts_left_out":
+                            len(prompts) - used}
+
+
+def hf_batch_refusal(pair) -> dict:
+    """What transformers says when asked for assisted generation (and so prompt lookup) at a batch of 2."""
+    ids = torch.ones(2, 2, dtype=torch.long, device=pair.target.device)
+    try:
+        pair.target.generate(ids, attention_mask=torch.ones_like(ids), assistant_model=pair.draft, max_new_tokens=2,
+                             do_sample=False)
+    except ValueError as err:
+        message = str(err)
+    else:
+        message = "transformers accepted a batch of 2 (not measured here: the HF peers run at batch_size=1)"
+    return {"hf_assisted": message, "hf_lookup": message}
 
 
 def set_threads(requested: int | None) -> dict:
@@ -240,10 +275,25 @@ def protocol_from(cfg: DictConfig, methods: dict[str, tuple[str, dict]] | None =
         static.validate(cfg.static_cache, cfg.compile, cfg.model.get("device", "cpu"), methods)
     except ValueError as err:
         raise ConfigError(str(err)) from err
+    if cfg.batch_size > 1:
+        check_batching(cfg, methods or {})
     return Protocol(cfg.max_new_tokens, cfg.warmup, cfg.repeats, cfg.seed, cfg.profile, cfg.trace_rounds,
                     cfg.interleave, cfg.static_cache, cfg.compile, cfg.busy_threshold, cfg.strict_quiet,
                     adapt_threads=cfg.threads is None and not cfg.strict_quiet,
-                    sampling=Sampling(cfg.temperature, cfg.top_p, cfg.top_k))
+                    sampling=Sampling(cfg.temperature, cfg.top_p, cfg.top_k), batch_size=cfg.batch_size)
+
+
+def check_batching(cfg: DictConfig, methods: dict[str, tuple[str, dict]]) -> None:
+    """batch_size > 1: greedy, dynamic caches, and methods that batch (ConfigError naming the first that does not)."""
+    if cfg.temperature > 0:
+        raise ConfigError(f"batch_size {cfg.batch_size} decodes greedily only: set temperature=0 or batch_size=1")
+    if cfg.static_cache or cfg.compile:
+        raise ConfigError("static_cache / compile run at batch_size=1 only (batched rows use their own cache)")
+    for label, (name, params) in methods.items():
+        try:
+            check_batched(label, name, params)
+        except ValueError as err:
+            raise ConfigError(f"batch_size {cfg.batch_size}: {err}") from err
 
 
 def _dataset_cfg(dataset: DictConfig) -> dict:

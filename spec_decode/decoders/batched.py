@@ -144,6 +144,7 @@ class BatchedDecoder:
     profile = False
     sampling: Sampling = GREEDY
     drafts = False
+    counts_nodes = False  # tree: a round's drafted count is its verified nodes
 
     def __init__(self, target: PreTrainedModel):
         self.target, self.device = target, target.device
@@ -191,6 +192,8 @@ class BatchedDecoder:
             stats.drafted_per_round.append(sum(drafted))
             stats.accepted_per_round.append(sum(min(a, n) for a, n in zip(accepted, kept, strict=True)))
             stats.rows_per_round.append(len(running))
+            if self.counts_nodes:
+                stats.tree_nodes_per_round.append(sum(drafted))
             stats.round_times_s.append(elapsed)
             if self.profile:
                 stats.target_forward_s_per_round.append(self._forward_s["target"])
@@ -416,6 +419,7 @@ class BatchedTreeDecoder(_BatchedSpeculative):
     """
 
     name = "tree"
+    counts_nodes = True
 
     def __init__(self, target: PreTrainedModel, draft: PreTrainedModel, depth: int, branch: int,
                  threshold: float = 0.0, max_nodes: int = 1_000_000):
@@ -515,6 +519,29 @@ class BatchedTreeDecoder(_BatchedSpeculative):
 
 
 BATCHED = {cls.name: cls for cls in (BatchedARDecoder, BatchedLinearDecoder, BatchedTreeDecoder)}
+# Knobs of the batch-1 method files that batched decoding runs only at these values (the draft-only tree, linear
+# drafting without the confidence stop); `fallback` (a batch-1 time measurement per round) is not applied.
+BATCH_1_ONLY = {"confidence": 0.0, "lookup": 0, "recycle": 0, "budget_split": False, "budget": "fixed"}
+IGNORED = ("fallback", "ngram", "lookup_first", "lookup_branches")
+
+
+def check_batched(label: str, name: str, params: dict) -> None:
+    """Raise ValueError unless method `name` with `params` runs at batch_size > 1 (names the supported ones)."""
+    if name not in BATCHED:
+        raise ValueError(f"method {label!r} ({name}) does not run at batch_size > 1; batched methods: "
+                         f"{', '.join(BATCHED)} (HF assisted generation and prompt lookup: batch_size=1 only)")
+    for key, only in BATCH_1_ONLY.items():
+        if params.get(key, only) != only:
+            raise ValueError(f"method {label!r}: {key}={params[key]!r} runs at batch_size=1 only (batched: "
+                             f"{key}={only!r})")
+
+
+def build_batched(name: str, target: PreTrainedModel, draft: PreTrainedModel | None = None,
+                  **params) -> BatchedDecoder:
+    """The batched decoder of method `name`, from its method file's knobs (batch-1-only knobs at their defaults)."""
+    check_batched(name, name, params)
+    knobs = {k: v for k, v in params.items() if k not in BATCH_1_ONLY and k not in IGNORED}
+    return BATCHED[name](target, **knobs) if name == "ar" else BATCHED[name](target, draft, **knobs)
 
 
 def _done(tokens: list[int], max_new_tokens: int, stops: frozenset[int]) -> bool:
