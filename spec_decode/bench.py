@@ -378,7 +378,7 @@ def _batch_sample(batch: PromptBatch, out: BatchGeneration, references: list[Ref
     rows = [{"prompt": p, "new_tokens": len(tokens), "seconds": seconds, "category": category}
             for p, tokens, seconds, category in zip(batch.indices, out.tokens, out.row_seconds, batch.categories,
                                                     strict=True)]
-    sample = {"batch_size": len(rows), "new_tokens": sum(r["new_tokens"] for r in rows),
+    sample = {"prompts": batch.indices, "batch_size": len(rows), "new_tokens": sum(r["new_tokens"] for r in rows),
               "seconds": stats.pop("total_s"), "ttft_s": stats.pop("ttft_s"), "tokens": out.tokens, "rows": rows}
     return sample | compared(sample, references) | stats
 

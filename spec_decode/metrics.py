@@ -123,7 +123,7 @@ def by_category(samples: list[dict], baseline: list[dict]) -> dict:
         groups[str(group)] = {
             "speedup": speedups(mine, base)["speedup"],
             "throughput": float(np.mean([s["new_tokens"] / s["seconds"] for s in mine])),
-            "tokens_per_round": sum(rounds) / rows if rounds else float("nan"),
+            "tokens_per_round": float(np.mean(rounds)) if rounds else float("nan"),
             "acceptance_rate": sum(s["accepted"] for s in mine) / drafted if drafted else float("nan"),
             "exact_match": float(np.mean(matches)) if matches else float("nan"),
             "samples": len(mine), "prompts": len({s["prompt"] for s in mine})}

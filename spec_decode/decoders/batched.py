@@ -389,9 +389,9 @@ class BatchedLinearDecoder(_BatchedSpeculative):
         drafts = torch.stack(drafts, 1)  # (B, K)
         pending, position = self._pending()
         self.target_cache.hold([n - 1 for n in self.length])
-        block = torch.cat([pending, drafts], 1)
-        logits = self._timed("target", self.target_cache.feed, block, position + torch.arange(k + 1, device=self.device),
-                             causal(rows, k + 1, self.device))
+        fed = torch.cat([pending, drafts], 1)
+        positions = position + torch.arange(k + 1, device=self.device)
+        logits = self._timed("target", self.target_cache.feed, fed, positions, causal(rows, k + 1, self.device))
         stats.target_forwards += 1
         predicted = logits.argmax(-1)  # (B, K + 1)
         agree = (predicted[:, :-1] == drafts).long().cumprod(1).sum(1)
