@@ -68,9 +68,11 @@ class PromptBatch:
 
 
 def in_batches(prompts: list[Prompt], size: int) -> list[PromptBatch]:
-    """Consecutive prompts in batches of `size` (a last, smaller batch is left out: the runner trims the prompts)."""
-    return [PromptBatch(prompts[i : i + size], list(range(i, i + size))) for i in range(0, len(prompts) - size + 1,
-                                                                                         size)]
+    """The prompts in batches of `size`, of similar lengths (sorted by length, stable), so that left padding wastes
+    little of the batched prefill; a last, smaller batch is left out (the runner trims the prompts to a multiple)."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].ids))
+    return [PromptBatch([prompts[i] for i in order[start : start + size]], order[start : start + size])
+            for start in range(0, len(prompts) - size + 1, size)]
 
 
 @dataclass

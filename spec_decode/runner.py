@@ -57,7 +57,7 @@ def run(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Path:
     threads = set_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     probe_start = machine.counters()
-    prompts, prompting = _prompts(cfg)
+    prompts, prompting = load_run_prompts(cfg)
     prompts, batching = batch_prompts(prompts, cfg.batch_size)
     protocol = dataclasses.replace(protocol, chat=prompting["chat"], stop_token_ids=tuple(prompting["stop_token_ids"]))
     start = check_quiet(machine.probe(probe_start, cfg.busy_threshold), threads, cfg)
@@ -195,7 +195,7 @@ def save(out: Path, payload: dict) -> None:
     raise ResultWriteError(f"{problem}; the result was saved to {fallback}")
 
 
-def _prompts(cfg: DictConfig) -> tuple[list, dict]:
+def load_run_prompts(cfg: DictConfig) -> tuple[list, dict]:
     """The prompts, read and checked before any model loads (a bad dataset fails in seconds), and how they are fed:
     through the chat template or not (the template recorded), and the tokens that end a turn."""
     dataset = _dataset_cfg(cfg.dataset)
@@ -289,7 +289,7 @@ def check_batching(cfg: DictConfig, methods: dict[str, tuple[str, dict]]) -> Non
         raise ConfigError(f"batch_size {cfg.batch_size} decodes greedily only: set temperature=0 or batch_size=1")
     if cfg.static_cache or cfg.compile:
         raise ConfigError("static_cache / compile run at batch_size=1 only (batched rows use their own cache)")
-    for label, (name, params) in methods.items():
+    for label, (name, params) in sorted(methods.items(), key=lambda item: item[1][0] == "hf_greedy"):  # asked first
         try:
             check_batched(label, name, params)
         except ValueError as err:

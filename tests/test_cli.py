@@ -110,6 +110,12 @@ BAD_INPUT = [
     (["temperature=-0.5"], "temperature"), (["temperature=hot"], "temperature"),
     (["temperature=1", "top_p=0"], "top_p"), (["temperature=1", "top_p=1.5"], "top_p"),
     (["temperature=1", "top_k=-1"], "top_k"), (["top_k=5"], "temperature > 0"),
+    (["batch_size=0"], "batch_size"), (["batch_size=abc"], "batch_size"),
+    (["batch_size=3"], "batch_size 3 is larger than the 2 prompts"),
+    (["method=hf_assisted", "batch_size=2"], "'hf_assisted' does not run at batch_size > 1; batched methods: ar, "
+                                             "linear, tree"),
+    (["methods=[ar,{name:tree,lookup:4}]", "batch_size=2"], "lookup=4 runs at batch_size=1 only"),
+    (["batch_size=2", "temperature=0.7"], "greedily only"), (["batch_size=2", "static_cache=true"], "static_cache"),
 ]
 
 

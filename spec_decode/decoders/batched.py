@@ -528,7 +528,8 @@ IGNORED = ("fallback", "ngram", "lookup_first", "lookup_branches")
 def check_batched(label: str, name: str, params: dict) -> None:
     """Raise ValueError unless method `name` with `params` runs at batch_size > 1 (names the supported ones)."""
     if name not in BATCHED:
-        raise ValueError(f"method {label!r} ({name}) does not run at batch_size > 1; batched methods: "
+        named = repr(label) if label == name else f"{label!r} ({name})"
+        raise ValueError(f"method {named} does not run at batch_size > 1; batched methods: "
                          f"{', '.join(BATCHED)} (HF assisted generation and prompt lookup: batch_size=1 only)")
     for key, only in BATCH_1_ONLY.items():
         if params.get(key, only) != only:
