@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN_ARGS ?=
 
-.PHONY: setup run bench spec-bench sampling busy-check check-lossless test lint paper-figures paper-results reference-results
+.PHONY: setup run bench spec-bench sampling batch-scaling bench-batching busy-check check-lossless test lint paper-figures paper-results reference-results
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,17 @@ spec-bench:
 sampling:
 	$(PY) run.py -m experiment=sampling $(RUN_ARGS)
 	$(PY) -m spec_decode.report --results $(RESULTS) --out figures
+
+# Batch size > 1: AR, Linear (K=2) and a draft-only tree at batch 1, 2, 4, 8, 16 on the default pair (16 WikiText-2
+# prompts x 64 tokens; HF assisted at batch 1 only), 5 runs (~20 min on 2 cores), then Table 13 / Figure 13.
+batch-scaling:
+	$(PY) run.py -m experiment=batch_scaling $(RUN_ARGS)
+	$(PY) -m spec_decode.report --results $(RESULTS) --out figures
+
+# Issue 16's goals in one interleaved process (~14 min on 2 cores): batched AR's throughput at batch 1-16 against
+# batch-1 AR, and the harness's share of a batched round at batch 8 (results/batch_scaling/bench_batching.json).
+bench-batching:
+	$(PY) scripts/bench_batching.py $(BENCH_ARGS)
 
 # Our decoders against HF assisted generation and prompt lookup on the default pair (2-core CPU: ~40 min), then the
 # ratios. The committed results/bench came from `make bench RUN_ARGS=threads=2`.

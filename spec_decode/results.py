@@ -181,7 +181,8 @@ def _row(run: dict, summary: dict, file: Path) -> dict:
     cfg = run["config"]  # strict JSON stores NaN as null; the frame has NaN again
     return {"file": str(file), "started_at": run.get("started_at"), "experiment": cfg.get("experiment_name"),
             "model": cfg["model"]["name"], "dataset": cfg["dataset"]["name"], "max_new_tokens": cfg["max_new_tokens"],
-            "interleave": cfg.get("interleave", False), "decoder": run["methods"][summary["method"]]["method"],
+            "interleave": cfg.get("interleave", False), "batch_size": cfg.get("batch_size", 1),
+            "decoder": run["methods"][summary["method"]]["method"],
             "device_name": run["environment"]["device_name"], "dtype": run["environment"]["dtype"],
             **_sampling(run, summary["method"]),
             **{f"param.{k}": v for k, v in run["methods"][summary["method"]]["params"].items()}, **flat}

@@ -317,16 +317,32 @@ def summary_table(payload: dict) -> str:
         "sp.ratios": num(s.get("speedup_mean_of_ratios")), "accept": num(s["acceptance_rate"]),
         "accept(depth)": num(s["acceptance_depth_level"]), "tok/round": num(s["tokens_per_round"]),
         "nodes/round": num(s["mean_tree_nodes"]), "exact": _exact(s),
-        **_exactness_columns(s), "compress": num(s["compressions"]["mean"]), **_load_columns(s),
+        **_exactness_columns(s), **_batch_columns(s), "compress": num(s["compressions"]["mean"]), **_load_columns(s),
     } for s in payload["summary"]]
     model, env, cfg = payload["model"], payload["environment"], payload["config"]
     header = (f"model {model['name']} ({model['dtype']}, {env['device_name']}, {_threads(env)}); "
               f"dataset {cfg['dataset']['name']}: {len(payload['prompts'])} prompts x {cfg['repeats']} repeats, "
+              f"{_batching(cfg)}"
               f"up to {cfg['max_new_tokens']} new tokens; speedup = mean tok/s over AR's (Spec-Bench), "
               "sp.totals = ratio of total tok/s, sp.ratios = mean per-prompt ratio")
     table = pd.DataFrame(rows).to_string(index=False, float_format=lambda x: f"{x:.3f}")
     return "\n".join([header, *_machine_header(env, cfg), table, *_category_table(payload["summary"]),
                       *divergence_warnings(payload["summary"])])
+
+
+def _batch_columns(s: dict) -> dict:
+    """Batched runs: rows equal to batch-1 greedy AR / rows compared, and the mean seconds until a row finished."""
+    batch = s.get("batch")
+    if not batch:
+        return {}
+    return {"rows=AR@1": f"{batch['rows_exact']}/{batch['rows_compared']}",
+            "row s": batch["row_latency_s"]["mean"]}
+
+
+def _batching(cfg: dict) -> str:
+    """The header's words on batching (nothing at batch size 1)."""
+    size = cfg.get("batch_size", 1)
+    return "" if size == 1 else f"in batches of {size} (speedup over batched AR at that size), "
 
 
 def _exact(s: dict) -> str:

@@ -8,8 +8,9 @@ needs raw samples, the result files named in its `file` column. A module exposes
 MODULES = (
     "table01_setup", "table02_main", "table03_ablation", "table03_progressive", "table04_length",
     "table05_latency", "table06_verification", "table07_cross_dataset", "table08_prompt_length",
-    "table09_memory", "table09_streaming", "table10_sweep", "table11_spec_bench", "table12_sampling", "reported",
+    "table09_memory", "table09_streaming", "table10_sweep", "table11_spec_bench", "table12_sampling",
+    "table13_batching", "reported",
     "fig01_sweep", "fig02_tree_config", "fig03_length", "fig04_cross_dataset", "fig05_prompt_length",
     "fig06_ablation", "fig07_accepted", "fig08_case_study", "fig09_masks", "fig10_timeline", "fig11_spec_bench",
-    "fig12_sampling",
+    "fig12_sampling", "fig13_batching",
 )
