@@ -217,13 +217,14 @@ class TokenTree:
         self.size = end
         return Level(start, end)
 
-    def compact(self) -> int:
-        """Move the live nodes to the front (BFS order kept) and return their number: growth's one host read."""
+    def compact(self, live_count: int | None = None) -> int:
+        """Move the live nodes to the front (BFS order kept) and return their number: growth's one host read
+        (`live_count`: that number, already read, e.g. with other trees' in one read)."""
         used = self.size
         live = self.live[:used]
         order = torch.sort((~live).to(torch.uint8), stable=True).indices
         rank = live.cumsum(0) - 1
-        n = int(live.sum())
+        n = int(live.sum()) if live_count is None else live_count
         keep = order[:n]
         self.tokens[:n], self.depth[:n] = self.tokens[keep], self.depth[keep]
         self.probs[:n], self.log_path_prob[:n] = self.probs[keep], self.log_path_prob[keep]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from spec_decode.bench import Protocol, run_methods
@@ -9,7 +11,8 @@ from spec_decode.data import Prompt
 from spec_decode.decoders import build_decoder
 from spec_decode.decoders.batched import BATCHED, build_batched, check_batched
 from spec_decode.metrics import summarize
-from tests.conftest import random_prompts
+from spec_decode.results import RESULT_FILE
+from tests.conftest import FAST, random_prompts, run_cli
 
 METHODS = [
     ("ar", {}),
@@ -19,6 +22,9 @@ METHODS = [
     ("tree", {"depth": 5, "branch": 3, "threshold": 0.05, "max_nodes": 12}),
     ("tree", {"depth": 3, "branch": 1}),
     ("tree", {"depth": 6, "branch": 2, "threshold": 1.0}),  # every child pruned: rounds of one token
+    ("tree", {"depth": 4, "branch": 2, "threshold": 0.05, "max_nodes": 10, "lookup": 6}),
+    ("tree", {"depth": 2, "branch": 2, "max_nodes": 3, "lookup": 8, "ngram": 1, "lookup_branches": 3}),
+    ("tree", {"depth": 6, "branch": 2, "threshold": 0.3, "max_nodes": 8, "lookup": 5, "lookup_first": True}),
 ]
 
 
@@ -43,7 +49,7 @@ def test_every_row_matches_batch_1_ar(pair64, prompts, method, params):
         assert len(out.row_seconds) == size and all(s > 0 for s in out.row_seconds)
 
 
-@pytest.mark.parametrize(("method", "params"), [METHODS[0], METHODS[2], METHODS[3]], ids=str)
+@pytest.mark.parametrize(("method", "params"), [METHODS[0], METHODS[2], METHODS[3], METHODS[-1]], ids=str)
 def test_rows_stop_at_eos_in_different_rounds_and_leave(pair64, prompts, method, params):
     plain = ar_tokens(pair64, prompts, 40)
     eos = plain[0][9]  # a token row 0 emits; other rows emit it elsewhere, or never
@@ -88,8 +94,8 @@ def test_a_batched_tree_verifies_every_row_in_one_target_forward(pair64, prompts
 def test_method_checks_name_the_supported_ones():
     with pytest.raises(ValueError, match="hf_assisted.*batched methods: ar, linear, tree"):
         check_batched("hf_assisted", "hf_assisted", {})
-    with pytest.raises(ValueError, match="lookup=6 runs at batch_size=1 only"):
-        check_batched("tree_lookup", "tree", {"lookup": 6})
+    with pytest.raises(ValueError, match="recycle=8 runs at batch_size=1 only"):
+        check_batched("tree_multi", "tree", {"lookup": 6, "recycle": 8})
     with pytest.raises(ValueError, match="confidence"):
         check_batched("linear", "linear", {"k": 2, "confidence": 0.4})
     check_batched("tree", "tree", {"depth": 3, "branch": 2, "fallback": True, "budget": "fixed", "lookup": 0})
@@ -125,4 +131,26 @@ def test_benchmark_times_batches_and_compares_rows_with_batch_1_ar(pair64):
         assert summary["batch"]["row_latency_s"]["mean"] > 0
         assert summary["time_share"]["overhead"] < 1
     assert summarize(runs["ar"])["tokens_per_round"] == pytest.approx(1.0)  # per row, not summed over the batch
-    assert runs["linear"]["params"] == {"k": 3}  # what ran: no fallback at batch > 1
+    assert runs["linear"]["params"] == {"k": 3, "fallback": False}  # what ran: no AR fallback at batch > 1
+
+
+def test_a_batched_run_records_its_batching_and_transformers_refusal(tmp_path):
+    proc = run_cli(*FAST, "num_prompts=3", "batch_size=2", "methods=[ar,linear,tree]", f"results_dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / RESULT_FILE).read_text())
+    assert result["batching"]["batch_size"] == 2 and result["batching"]["prompts_left_out"] == 1
+    assert "batch_size = 1" in result["batching"]["not_batched"]["hf_assisted"]  # transformers' own words
+    assert len(result["prompts"]) == 2
+    for summary in result["summary"]:
+        assert summary["batch"]["rows_exact"] == summary["batch"]["rows_compared"] == 2
+    assert "in batches of 2" in proc.stdout and "rows=AR@1" in proc.stdout
+
+
+def test_lookup_chains_in_a_batch_are_accepted_and_exact(pair64):
+    """Prompts that repeat themselves: each row's n-gram chains are verified with its tree and often accepted."""
+    prompts = [[5, 6, 7, 8, 9] * 4, [40, 41, 42] * 7 + [40], [100, 7, 100, 8, 100, 7, 100], [3]]
+    decoder = build_batched("tree", pair64.target, pair64.draft, depth=3, branch=2, lookup=8, ngram=2,
+                            lookup_first=True)
+    out = decoder.generate_batch(prompts, 30)
+    assert out.tokens == ar_tokens(pair64, prompts, 30)
+    assert sum(out.stats.emitted_per_round) / sum(out.stats.rows_per_round) > 1.5

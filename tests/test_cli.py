@@ -114,7 +114,7 @@ BAD_INPUT = [
     (["batch_size=3"], "batch_size 3 is larger than the 2 prompts"),
     (["method=hf_assisted", "batch_size=2"], "'hf_assisted' does not run at batch_size > 1; batched methods: ar, "
                                              "linear, tree"),
-    (["methods=[ar,{name:tree,lookup:4}]", "batch_size=2"], "lookup=4 runs at batch_size=1 only"),
+    (["methods=[ar,{name:tree,recycle:4}]", "batch_size=2"], "recycle=4 runs at batch_size=1 only"),
     (["batch_size=2", "temperature=0.7"], "greedily only"), (["batch_size=2", "static_cache=true"], "static_cache"),
 ]
 

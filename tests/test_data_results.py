@@ -120,6 +120,12 @@ def test_fallback_keeps_the_result(tmp_path, monkeypatch):
     assert path.parent == tmp_path and json.loads(path.read_text()) == {"complete": True, "v": None}
 
 
+def test_knobs_added_since_a_result_was_written_count_as_their_defaults():
+    stored = {"method": {"name": "tree"}, "k": 4}
+    assert config_changes(stored, stored | {"batch_size": 1, "temperature": 0.0, "top_p": 1.0, "top_k": 0}) == []
+    assert config_changes(stored, stored | {"batch_size": 4}) == ["batch_size: 1 → 4"]
+
+
 def test_config_changes_ignore_output_paths():
     old = {"results_dir": "a", "overwrite": False, "k": 4, "method": {"name": "tree", "depth": 2}}
     new = {"results_dir": "b", "overwrite": True, "k": 4, "method": {"name": "linear", "k": 4}, "compile": False}

@@ -21,7 +21,9 @@ import torch
 from transformers import PreTrainedModel
 from transformers.cache_utils import Cache, StaticLayer
 
-from spec_decode.decoders.base import Clock, GenerationStats, NonFiniteLogitsError, StopIds, finite, stop_set
+from spec_decode.decoders.base import Clock, GenerationStats, NonFiniteLogitsError, Round, StopIds, finite, stop_set
+from spec_decode.decoders.tree import TreeDecoder
+from spec_decode.lookup import retrieve_continuations
 from spec_decode.sampling import GREEDY, Sampling
 from spec_decode.tree import TokenTree, level_slots, max_tree_nodes
 
@@ -181,26 +183,25 @@ class BatchedDecoder:
         while running:
             round_start = self.clock.now()
             self._forward_s = {"target": 0.0, "draft": 0.0}
-            emitted, drafted, accepted = self._round(stats)
-            kept = []
-            for row, new in enumerate(emitted):  # a row's tokens past its stop token / max_new_tokens are dropped
-                before = len(out[running[row]])
-                out[running[row]] = _cut(out[running[row]] + new, max_new_tokens, stops)
-                kept.append(len(out[running[row]]) - before)
-            elapsed = self.clock.now() - round_start
-            stats.emitted_per_round.append(sum(kept))
-            stats.drafted_per_round.append(sum(drafted))
-            stats.accepted_per_round.append(sum(min(a, n) for a, n in zip(accepted, kept, strict=True)))
+            done = self._extend(out, running, *self._round(stats), max_new_tokens, stops)
+            stats.add(done, self.clock.now() - round_start, None, self._forward_s if self.profile else None)
             stats.rows_per_round.append(len(running))
-            if self.counts_nodes:
-                stats.tree_nodes_per_round.append(sum(drafted))
-            stats.round_times_s.append(elapsed)
-            if self.profile:
-                stats.target_forward_s_per_round.append(self._forward_s["target"])
-                stats.draft_forward_s_per_round.append(self._forward_s["draft"])
             running = self._retire(running, out, seconds, start, max_new_tokens, stops)
         stats.total_s = self.clock.now() - start
         return BatchGeneration(out, seconds, stats)
+
+    def _extend(self, out: list[list[int]], running: list[int], emitted: list[list[int]], drafted: list[int],
+                accepted: list[int], max_new_tokens: int, stops: frozenset[int]) -> Round:
+        """Append each running row's emitted tokens, cut at its stop token / max_new_tokens; the round as one record
+        (its kept tokens, drafts, accepted drafts and tree nodes summed over the rows)."""
+        kept, accepted_kept = [], 0
+        for p, new, accepted_row in zip(running, emitted, accepted, strict=True):
+            before = len(out[p])
+            out[p] = _cut(out[p] + new, max_new_tokens, stops)
+            kept += out[p][before:]
+            accepted_kept += min(accepted_row, len(out[p]) - before)
+        nodes = sum(drafted) if self.counts_nodes else None
+        return Round(kept, drafted=sum(drafted), accepted=accepted_kept, nodes=nodes)
 
     def _retire(self, running: list[int], out: list[list[int]], seconds: list[float], start: float,
                 max_new_tokens: int, stops: frozenset[int]) -> list[int]:
@@ -372,7 +373,7 @@ class BatchedLinearDecoder(_BatchedSpeculative):
         return self.k + 1
 
     def params(self) -> dict:
-        return {"k": self.k}
+        return {"k": self.k, "fallback": False}
 
     def _round(self, stats):
         rows, k = len(self.length), self.k
@@ -413,42 +414,53 @@ class BatchedTreeDecoder(_BatchedSpeculative):
     forward per level for the whole batch, and one target forward verifying every row's tree.
 
     Each row's tree is a `TokenTree` (growth, pruning, acceptance as at batch 1); the rows' levels take the same slots,
-    so a level is fed as one (B, slots) block with its dead slots. For verification the compacted trees are padded to
-    the largest row's node count; a pad node sees itself only and is never accepted. Each row's accepted path is then
-    gathered in place in both caches.
+    so a level is fed as one (B, slots) block with its dead slots. With `lookup`, each row's tree also holds its
+    context's n-gram continuations (and `lookup_first` stops a row's draft levels where its chain starts with the
+    draft's top choice), as `TreeDecoder` does. For verification the compacted trees are padded to the largest row's
+    node count; a pad node sees itself only and is never accepted. Each row's accepted path is then gathered in
+    place in both caches.
     """
 
     name = "tree"
     counts_nodes = True
 
     def __init__(self, target: PreTrainedModel, draft: PreTrainedModel, depth: int, branch: int,
-                 threshold: float = 0.0, max_nodes: int = 1_000_000):
+                 threshold: float = 0.0, max_nodes: int = 1_000_000, lookup: int = 0, ngram: int = 3,
+                 lookup_first: bool = False, lookup_branches: int = 1):
         super().__init__(target, draft)
-        if depth < 1 or branch < 1 or not 0.0 <= threshold <= 1.0 or max_nodes < 1:
-            raise ValueError(f"bad tree shape: depth {depth}, branch {branch}, threshold {threshold}, "
-                             f"max_nodes {max_nodes}")
+        TreeDecoder.validate(depth, branch, threshold, max_nodes, lookup, ngram, lookup_first, lookup_branches)
         self.depth, self.branch, self.threshold, self.max_nodes = depth, branch, threshold, max_nodes
+        self.lookup, self.ngram, self.lookup_first, self.lookup_branches = lookup, ngram, lookup_first, lookup_branches
         self._capacity = max_tree_nodes(depth, branch, max_nodes)
         self._slots = sum(level_slots(depth, branch, self._capacity))
+        self._reach = max(depth, lookup)  # the deepest node a round can accept
 
     @property
     def lookahead(self) -> int:
-        return self._slots + 1
+        return self._slots + self.lookup * self.lookup_branches + 1
 
     def params(self) -> dict:
-        return {"depth": self.depth, "branch": self.branch, "threshold": self.threshold, "max_nodes": self.max_nodes}
+        lookup = {"lookup": self.lookup, "ngram": self.ngram, "lookup_first": self.lookup_first,
+                  "lookup_branches": self.lookup_branches} if self.lookup else {}
+        return {"depth": self.depth, "branch": self.branch, "threshold": self.threshold, "max_nodes": self.max_nodes,
+                **lookup, "fallback": False}
 
     def _begin(self, prompts, max_new_tokens):
         super()._begin(prompts, max_new_tokens)
-        self.trees = [TokenTree(self._capacity, self.device, slots=self._slots) for _ in prompts]
+        reserve = self.lookup * self.lookup_branches
+        self.trees = [TokenTree(self._capacity, self.device, reserve, self._slots) for _ in prompts]
 
     def _select(self, rows):
         super()._select(rows)
         self.trees = [self.trees[r] for r in rows]
 
     def _round(self, stats):
-        fed = self._grow(stats)
-        sizes = [tree.compact() for tree in self.trees]  # host reads: each row's live tree size
+        chains = self._chains()
+        fed = self._grow(stats, chains)
+        for tree, (tokens, counts) in zip(self.trees, chains or [], strict=False):
+            tree.graft_all(tokens, counts)  # after the draft's levels: never fed to the draft
+        counts = torch.stack([tree.live[: tree.size].sum() for tree in self.trees]).tolist()  # one host read
+        sizes = [tree.compact(n) for tree, n in zip(self.trees, counts, strict=True)]
         width, roots = max(sizes), [n - 1 for n in self.length]
         self.target_cache.hold(roots)
         logits = self._timed("target", self.target_cache.feed, *self._padded_trees(width, sizes))
@@ -458,7 +470,7 @@ class BatchedTreeDecoder(_BatchedSpeculative):
                 for r, (tree, n) in enumerate(zip(self.trees, sizes, strict=True))]
         paths, counts, emitted = (torch.stack(part) for part in zip(*rows, strict=True))
         values = self._read(torch.cat([counts, emitted], 1), {"target": finite(logits), "draft": self.draft_ok})
-        per_row = 3 + self.depth
+        per_row = 3 + self._reach
         accepted, in_draft = values[::per_row], values[1::per_row]
         tokens = [values[r * per_row + 2 : r * per_row + 3 + a] for r, a in enumerate(accepted)]
         self.target_cache.keep_path(paths, [a + 1 for a in accepted])
@@ -468,19 +480,35 @@ class BatchedTreeDecoder(_BatchedSpeculative):
         self._commit(emitted, [a + 1 for a in accepted])
         return tokens, [n - 1 for n in sizes], accepted
 
-    def _grow(self, stats: GenerationStats) -> int:
-        """Grow every row's tree, one batched draft forward per level; the last slot fed to the draft (0: none)."""
+    def _chains(self) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """With lookup: per row, its context's n-gram continuations (tokens, real counts), as at batch 1."""
+        if not self.lookup:
+            return None
+        return [retrieve_continuations(self.committed[r, :n], self.ngram, self.lookup, self.lookup_branches)
+                for r, n in enumerate(self.length)]
+
+    def _grow(self, stats: GenerationStats, chains: list | None) -> int:
+        """Grow every row's tree, one batched draft forward per level; the last slot fed to the draft (0: none).
+
+        Growth stops once every row's level is empty or its tree full, or (`lookup_first`) its first lookup chain
+        starts with the draft's top choice; a row stopped earlier than others grows dead levels (`allow` False).
+        """
         logits = self._catch_up(stats)[:, None]  # (B, 1, vocab): the root's
         levels = [tree.reset(self.committed[r, n - 1]) for r, (tree, n) in enumerate(zip(self.trees, self.length,
                                                                                          strict=True))]
-        fed, base = 0, torch.tensor(self.length, device=self.device)[:, None] - 1
+        fed, base, allow = 0, torch.tensor(self.length, device=self.device)[:, None] - 1, [None] * len(levels)
         for d in range(1, self.depth + 1):
-            levels = [tree.grow(level, logits[r], self.branch, self.threshold)
+            levels = [tree.grow(level, logits[r], self.branch, self.threshold, allow[r])
                       for r, (tree, level) in enumerate(zip(self.trees, levels, strict=True))]
             if d == self.depth or levels[0].size == 0:
                 break
-            if all(torch.stack([tree.stalled(level) for tree, level in zip(self.trees, levels, strict=True)]).tolist()):
-                break  # a host read per level: every row's tree is empty or full
+            if d == 1 and chains is not None and self.lookup_first:
+                allow = [~((counts[0] > 0) & (tokens[0, 0] == tree.tokens[level.start]) & tree.live[level.start])
+                         for tree, level, (tokens, counts) in zip(self.trees, levels, chains, strict=True)]
+            stops = [tree.stalled(level) if a is None else tree.stalled(level) | ~a
+                     for tree, level, a in zip(self.trees, levels, allow, strict=True)]
+            if all(torch.stack(stops).tolist()):
+                break  # a host read per level: no row grows further
             level = levels[0]  # every row's level takes the same slots
             ids = torch.stack([tree.tokens[level.start : level.end] for tree in self.trees])
             block = torch.stack([tree.block(level, 1) for tree in self.trees])
@@ -509,20 +537,21 @@ class BatchedTreeDecoder(_BatchedSpeculative):
         return ids, positions, block
 
     def _accept_row(self, tree: TokenTree, target_next: torch.Tensor, fed: int, width: int) -> tuple:
-        """A row's accepted path (padded to `width`), (accepted, path nodes the draft holds), emitted tokens (D + 1)."""
+        """A row's accepted path (padded to `width`), (accepted, path nodes the draft holds), emitted tokens (padded
+        to the deepest acceptable node + 1)."""
         path, accepted, bonus = tree.accept(target_next)
         n = path.numel()
-        emitted = tree.emitted(path, accepted, bonus)[: self.depth + 1]
+        emitted = tree.emitted(path, accepted, bonus)[: self._reach + 1]
         in_draft = ((tree.slot[path] <= fed) & (torch.arange(n, device=self.device) <= accepted)).sum()
         return (torch.cat([path, path.new_zeros(width - n)]), torch.stack([accepted, in_draft]),
-                torch.cat([emitted, emitted.new_zeros(self.depth + 1 - emitted.numel())]))
+                torch.cat([emitted, emitted.new_zeros(self._reach + 1 - emitted.numel())]))
 
 
 BATCHED = {cls.name: cls for cls in (BatchedARDecoder, BatchedLinearDecoder, BatchedTreeDecoder)}
-# Knobs of the batch-1 method files that batched decoding runs only at these values (the draft-only tree, linear
-# drafting without the confidence stop); `fallback` (a batch-1 time measurement per round) is not applied.
-BATCH_1_ONLY = {"confidence": 0.0, "lookup": 0, "recycle": 0, "budget_split": False, "budget": "fixed"}
-IGNORED = ("fallback", "ngram", "lookup_first", "lookup_branches")
+# Knobs of the batch-1 method files that batched decoding runs only at these values (trees of draft and lookup nodes,
+# linear drafting without the confidence stop); `fallback` (a batch-1 time measurement per round) is not applied.
+BATCH_1_ONLY = {"confidence": 0.0, "recycle": 0, "budget_split": False, "budget": "fixed"}
+IGNORED = ("fallback",)
 
 
 def check_batched(label: str, name: str, params: dict) -> None:
