@@ -49,7 +49,7 @@ class Protocol:
     chat: bool = False  # a conversation's later turns are built with the tokenizer's chat template
     stop_token_ids: tuple[int, ...] | None = None  # tokens that end a turn; None: the tokenizer's EOS
     sampling: Sampling = GREEDY  # temperature > 0: every method samples; no AR reference to compare tokens with
-    batch_size: int = 1  # > 1: consecutive prompts decoded together (greedy; ar / linear / tree), timed per batch
+    batch_size: int = 1  # > 1: prompts of similar length decoded together (greedy), timed per batch
 
 
 @dataclass
