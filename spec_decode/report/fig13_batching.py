@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 from matplotlib.figure import Figure
 
+from spec_decode.report.fig12_sampling import MARKERS
 from spec_decode.report.palette import COLUMN_WIDTH, color, figure
 from spec_decode.report.table13_batching import batch_rows
 
@@ -16,10 +17,12 @@ def figures(df: pd.DataFrame) -> dict[str, Figure]:
     rows = batch_rows(df)
     fig, axes = figure(1, 2, height=2.3, width=2 * COLUMN_WIDTH)
     speed, rate = axes[0]
+    families = rows.drop_duplicates("method").set_index("method")["family"]
     for method, group in rows.groupby("method", sort=False):
         group = group.sort_values("batch_size")
-        style = {"label": method, "color": color(group["family"].iloc[0]), "marker": "o", "markersize": 3.5,
-                 "linewidth": 1.1}
+        kin = list(families[families == families[method]].index)  # methods sharing the colour differ by marker
+        style = {"label": method, "color": color(families[method]), "marker": MARKERS[kin.index(method) % len(MARKERS)],
+                 "markersize": 3.5, "linewidth": 1.1}
         if group["family"].iloc[0] != "ar":
             speed.plot(group["batch_size"], group["speedup"], **style)
         rate.plot(group["batch_size"], group["throughput.mean"], **style)
