@@ -4,6 +4,7 @@
 #   (b) target/draft forward-cost curves (1..64 new tokens, 200-token context) of random models with Pythia-2.8B's
 #       and Pythia-70M's shapes in float16 (conf/model/pythia_random.yaml: weights from a seed, no download),
 #   (c) the harness overhead share (profile=true) of AR / Linear / Tree on that random pair,
+#   (d) the same methods batched (batch 8): rows against batch-1 AR, speedup over batched AR, overhead share,
 # plus gpu_check.log (all output) and environment.txt. GPU_CHECK_RESULTS=<folder> replaces results/gpu_check.
 #
 #   scripts/gpu_check.sh                 # a CUDA machine
@@ -86,4 +87,12 @@ cols = [c for c in ["throughput.mean", "speedup", "tokens_per_round", "time_shar
 df[cols].to_csv(out / "overhead.csv")
 print(df[cols].to_string(float_format=lambda x: f"{x:.3f}"))
 EOF
+# batch > 1 on the device: every batched row must equal batch-1 AR (rows=AR@1), and the speedup curve's point there
+batch=8
+if [[ $quick == 1 ]]; then batch=2; fi
+echo "== (d) batched AR / Linear / Tree at batch $batch, profile=true"
+"$PYTHON" run.py model=pythia_random dataset=builtin profile=true threads=$threads batch_size=$batch \
+  "methods=[ar,{name:linear,label:linear_k4,k:4},{name:tree,label:tree_d4_b2,depth:4,branch:2,threshold:0.0,max_nodes:32}]" \
+  num_prompts=$batch max_new_tokens=$new repeats=1 warmup=1 "${run_model[@]}" \
+  results_dir="$out/batched" hydra.run.dir="$out/batched/hydra"
 echo "gpu_check done: $out ($(date -u +%FT%TZ))"
