@@ -34,15 +34,17 @@ RUNS = {
     "spec_bench": ["experiment=spec_bench", "dataset=jsonl", "num_prompts=null",  # + dataset.path (fixture)
                    "dataset.per_category=null"],
     "sampling": ["experiment=sampling", "temperature=0,1.0"],  # dataset=builtin (FAST) replaces its prompt sets
+    "batch_scaling": ["experiment=batch_scaling", "batch_size=1,2", "num_prompts=2"],
 }
 EXPERIMENTS = ["main", "sweep", "ablation", "progressive", "length_scaling", "latency", "verification",
                "cross_dataset", "prompt_length", "memory", "streaming", "case_study", "timeline", "spec_bench",
-               "sampling"]
+               "sampling", "batch_scaling"]
 
 TABLES = ["table01_setup", "table02_main", "table03_ablation", "table03_progressive", "table04_length",
           "table05_latency", "table06_verification", "table07_cross_dataset", "table08_prompt_length",
           "table09_memory", "table09_streaming", "table10_top10", "table10_best_per_length", "table10_by_branch",
-          "table10_by_threshold", "reported_vs_reproduced", "table11_spec_bench", "table12_sampling"]
+          "table10_by_threshold", "reported_vs_reproduced", "table11_spec_bench", "table12_sampling",
+          "table13_batching"]
 FIGURES = [m for m in MODULES if m.startswith("fig")]
 
 pytestmark = pytest.mark.slow
@@ -250,7 +252,10 @@ def test_spec_bench_run_has_every_group_exact_for_every_method(df):
     assert "by_category.qa.speedup" not in spec  # a group with no prompt is absent
 
 
-@pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if e not in ("spec_bench", "sampling")])  # offline pair
+OFFLINE_PAIR = ("spec_bench", "sampling", "batch_scaling")  # experiments that default to the offline pair
+
+
+@pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if e not in OFFLINE_PAIR])
 def test_experiment_defaults_to_the_study_pair_and_switches_from_the_command_line(experiment):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         study = compose("config", overrides=[f"experiment={experiment}"])
