@@ -21,7 +21,8 @@ import torch
 from transformers import PreTrainedModel
 from transformers.cache_utils import Cache, StaticLayer
 
-from spec_decode.decoders.base import Clock, GenerationStats, NonFiniteLogitsError, Round, StopIds, finite, stop_set
+from spec_decode.decoders.base import Clock, Decoder, GenerationStats, Round, StopIds, finite, stop_set
+from spec_decode.decoders.linear import LinearDecoder
 from spec_decode.decoders.tree import TreeDecoder
 from spec_decode.lookup import retrieve_continuations
 from spec_decode.sampling import GREEDY, Sampling
@@ -100,9 +101,9 @@ class RowCache(Cache):
     def keep_path(self, offsets: torch.Tensor, counts: list[int]) -> None:
         """Row b keeps the fed tokens at `offsets[b, :counts[b]]` (ascending, relative to its first fed slot), moved
         to the front of its fed run and held; the rest are free again. The accepted KV is gathered, not recomputed."""
-        width = offsets.shape[1]
-        target = self.starts()[:, None] + torch.arange(width, device=offsets.device)
-        source = self.starts()[:, None] + offsets
+        start = self.starts()[:, None]
+        target = start + torch.arange(offsets.shape[1], device=offsets.device)
+        source = start + offsets
         for layer in self.layers:
             for name in ("keys", "values"):
                 states = getattr(layer, name)
@@ -240,7 +241,7 @@ class BatchedDecoder:
         logits = self._feed_prompts(self.target_cache, stats, "target")
         first = logits.argmax(-1)
         self._commit(first[:, None], [1] * len(self.length))
-        return self._read(first, {"target": finite(logits)})
+        return Decoder._read(first, {"target": finite(logits)}, 0)  # round 0: the prefill
 
     def _feed_prompts(self, cache: RowCache, stats: GenerationStats, role: str) -> torch.Tensor:
         """A prompt forward into `cache` (left-padded: the pad slots are never held); each row's last logits."""
@@ -286,15 +287,9 @@ class BatchedDecoder:
         return self.committed.gather(1, last), last
 
     @staticmethod
-    def _read(values: torch.Tensor, checks: dict[str, torch.Tensor]) -> list:
-        """The round's one host read, with each model's logits-finite flag."""
-        flags = torch.stack(list(checks.values())).long()
-        out = torch.cat([flags, values.reshape(-1).long()]).tolist()
-        for model, ok in zip(checks, out, strict=False):
-            if not ok:
-                raise NonFiniteLogitsError(f"the {model} model produced NaN/inf logits in a batched round; try "
-                                           "dtype=float32")
-        return out[len(checks):]
+    def _read(values: torch.Tensor, checks: dict[str, torch.Tensor], stats: GenerationStats) -> list:
+        """The round's one host read (every row's values, flattened), with each model's logits-finite flag."""
+        return Decoder._read(values.reshape(-1), checks, stats.rounds + 1)
 
     def _round(self, stats: GenerationStats) -> tuple[list[list[int]], list[int], list[int]]:
         raise NotImplementedError
@@ -313,7 +308,7 @@ class BatchedARDecoder(BatchedDecoder):
         stats.target_forwards += 1
         nxt = logits.argmax(-1)
         self._commit(nxt[:, None], [1] * rows)
-        tokens = self._read(nxt, {"target": finite(logits)})
+        tokens = self._read(nxt, {"target": finite(logits)}, stats)
         return [[t] for t in tokens], [0] * rows, [0] * rows
 
 
@@ -364,8 +359,7 @@ class BatchedLinearDecoder(_BatchedSpeculative):
 
     def __init__(self, target: PreTrainedModel, draft: PreTrainedModel, k: int):
         super().__init__(target, draft)
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        LinearDecoder.validate(k)
         self.k = k
 
     @property
@@ -399,7 +393,7 @@ class BatchedLinearDecoder(_BatchedSpeculative):
         emitted = torch.cat([drafts, predicted.gather(1, agree[:, None])], 1)
         emitted.scatter_(1, agree[:, None], predicted.gather(1, agree[:, None]))
         values = self._read(torch.cat([agree[:, None], emitted], 1),
-                            {"target": finite(logits), "draft": self.draft_ok})
+                            {"target": finite(logits), "draft": self.draft_ok}, stats)
         accepted = values[:: k + 2]
         tokens = [values[r * (k + 2) + 1 : r * (k + 2) + 2 + a] for r, a in enumerate(accepted)]
         old = list(self.length)
@@ -469,7 +463,8 @@ class BatchedTreeDecoder(_BatchedSpeculative):
         rows = [self._accept_row(tree, target_next[r, :n], fed, width)
                 for r, (tree, n) in enumerate(zip(self.trees, sizes, strict=True))]
         paths, counts, emitted = (torch.stack(part) for part in zip(*rows, strict=True))
-        values = self._read(torch.cat([counts, emitted], 1), {"target": finite(logits), "draft": self.draft_ok})
+        values = self._read(torch.cat([counts, emitted], 1), {"target": finite(logits), "draft": self.draft_ok},
+                            stats)
         per_row = 3 + self._reach
         accepted, in_draft = values[::per_row], values[1::per_row]
         tokens = [values[r * per_row + 2 : r * per_row + 3 + a] for r, a in enumerate(accepted)]
