@@ -93,3 +93,47 @@ def _log_path_prob(trace: dict) -> np.ndarray:
     for i in range(1, len(parents)):
         out[i] = out[parents[i]] + probs[i]
     return out
+
+
+class OnlineCost:
+    """The cost model's form fitted as a generation goes: round seconds = base + per draft forward + per verified node.
+
+    Least squares over the rounds seen (weight `forget` on the past, so it follows drift), from the round times the
+    decode loop measures anyway (no extra sync); host-side numpy on a 3x3 system. No answer until `min_rounds` rounds
+    have varied both features apart (AR steps, probes and rounds without the draft do that).
+    """
+
+    def __init__(self, forget: float = 0.97, min_rounds: int = 8):
+        self.forget, self.min_rounds = forget, min_rounds
+        self.reset()
+
+    def reset(self) -> None:
+        self.xtx, self.xty, self.rounds = np.zeros((3, 3)), np.zeros(3), 0
+        self.seconds = self.tokens = 0.0
+
+    def observe(self, forwards: int, nodes: int, seconds: float, tokens: int) -> None:
+        """Take one round's draft forwards, verified nodes (root excluded), wall seconds and emitted tokens."""
+        x = np.array([1.0, forwards, nodes])
+        self.xtx = self.forget * self.xtx + np.outer(x, x)
+        self.xty = self.forget * self.xty + x * seconds
+        self.seconds, self.tokens = self.forget * self.seconds + seconds, self.forget * self.tokens + tokens
+        self.rounds += 1
+
+    def coefficients(self) -> np.ndarray | None:
+        """(base, per forward, per node) seconds, each >= 0; None until the rounds seen tell the three apart."""
+        if self.rounds < self.min_rounds or not self._identified():
+            return None
+        ridge = 1e-9 * np.trace(self.xtx) * np.eye(3)
+        return np.maximum(np.linalg.solve(self.xtx + ridge, self.xty), 0.0)
+
+    def _identified(self, min_spread: float = 0.5, max_correlation: float = 0.95) -> bool:
+        """Forwards and nodes each varied (std >= `min_spread`) and not in lockstep, so the fit can attribute time."""
+        weight = self.xtx[0, 0]
+        mean = self.xtx[0, 1:] / weight
+        cov = self.xtx[1:, 1:] / weight - np.outer(mean, mean)
+        std = np.sqrt(np.maximum(np.diag(cov), 0.0))
+        return bool((std >= min_spread).all() and abs(cov[0, 1]) <= max_correlation * std[0] * std[1])
+
+    def seconds_per_token(self) -> float:
+        """Recent seconds per emitted token: what one more accepted token saves."""
+        return self.seconds / max(self.tokens, 1e-9)

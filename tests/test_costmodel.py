@@ -1,8 +1,9 @@
-"""The per-round cost model and the automatic tree budget."""
+"""The per-round cost model (fitted from traces, and online from round times) and the automatic tree budget."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from spec_decode import costmodel
 from spec_decode.bench import Protocol, run_method
@@ -57,3 +58,29 @@ def test_auto_budget_calibrates_then_measures(pair):
     choice = run["calibration"]["choice"]
     assert run["params"]["depth"] == choice["depth"] <= 6 and run["params"]["max_nodes"] == choice["max_nodes"] <= 32
     assert np.isfinite(run["calibration"]["prediction_error"])
+
+
+def online_rounds(cost, forwards_choices, seed: int = 0, rounds: int = 40, noise: float = 0.0) -> None:
+    """Feed `cost` rounds whose seconds are 0.05 + 0.01 per draft forward + 0.003 per node (+ noise)."""
+    rng = np.random.default_rng(seed)
+    for _ in range(rounds):
+        forwards, nodes = int(rng.choice(forwards_choices)), int(rng.integers(0, 13))
+        cost.observe(forwards, nodes, 0.05 + 0.01 * forwards + 0.003 * nodes + noise * rng.standard_normal(), 2)
+
+
+def test_online_cost_recovers_the_round_cost_once_both_features_varied():
+    cost = costmodel.OnlineCost(min_rounds=8)
+    assert cost.coefficients() is None
+    online_rounds(cost, [0, 1, 2, 3], rounds=7)
+    assert cost.coefficients() is None  # fewer than min_rounds
+    online_rounds(cost, [0, 1, 2, 3], seed=1, noise=1e-4)
+    assert np.allclose(cost.coefficients(), [0.05, 0.01, 0.003], atol=1e-3)
+    assert cost.seconds_per_token() == pytest.approx((0.05 + 0.01 * 1.5 + 0.003 * 6) / 2, rel=0.3)
+    cost.reset()
+    assert cost.rounds == 0 and cost.coefficients() is None
+
+
+def test_online_cost_gives_no_answer_while_a_feature_never_varied():
+    cost = costmodel.OnlineCost()
+    online_rounds(cost, [3])  # the draft always ran 3 forwards: its cost cannot be told from the base
+    assert cost.rounds == 40 and cost.coefficients() is None

@@ -1,5 +1,5 @@
 """One tree from several sources (draft, lookup chain, recycled table): exact against AR, the template subtree's
-shape, and the node budget split by measured acceptance reacting to a source that always fails."""
+shape, and the node budget split by measured acceptance and cost reacting to a source that always fails."""
 
 from __future__ import annotations
 
@@ -194,3 +194,56 @@ def test_streaming_matches_streaming_ar_with_the_same_window(pair64, cache_size)
     for prompt in random_prompts(2, seed=4) + [[5, 6, 7, 8, 9, 10] * 6]:
         out = decoder.generate(prompt, 100)
         assert out.tokens == ar.generate(prompt, 100).tokens and out.stats.compressions > 0
+
+
+def costed_split(caps: dict[str, int], per_node: float) -> SourceSplit:
+    """A split whose cost fit has seen rounds of 0.05 s + 0.01 s per draft forward + `per_node` s per node."""
+    split = SourceSplit(caps)
+    for i in range(40):
+        forwards, nodes = i % 4, (5 * i) % 13
+        split.observe(forwards, nodes, 0.05 + 0.01 * forwards + per_node * nodes, 2)
+    return split
+
+
+def costed_plans(split: SourceSplit, earned: dict[str, int], rounds: int) -> list[dict]:
+    plans = []
+    for _ in range(rounds):
+        plans.append(split.plan())
+        split.update(plans[-1], earned)
+    return plans
+
+
+def test_cost_cuts_a_source_that_adds_nothing_beside_a_cheaper_one_and_probes_it():
+    caps = {"draft": 0, "lookup": 6, "recycle": 16}
+    earned = {"draft": 0, "lookup": 3, "recycle": 2}  # recycled nodes earn, but never beyond the lookup chain
+    acceptance_only = split_plans(caps, earned, 20)
+    assert all(p["recycle"] == 16 for p in acceptance_only)
+    plans = costed_plans(costed_split(caps, per_node=0.003), earned, 20)
+    recycled = [p["recycle"] for p in plans]
+    assert recycled.count(0) >= 15 and max(recycled) > 0  # cut (16 nodes cost more than 1 token saves), probed
+    assert all(p["lookup"] == 6 for p in plans)
+
+
+def test_cost_keeps_a_source_whose_extra_tokens_pay_and_cuts_a_draft_whose_forwards_do_not():
+    caps = {"draft": 10, "lookup": 6, "recycle": 16}
+    earned = {"draft": 3, "lookup": 1, "recycle": 5}  # recycle 2 deeper than the rest; the draft adds nothing
+    split = costed_split(caps, per_node=0.0005)
+    split.observe(4, 26, 0.05 + 0.04 + 0.013, 2)  # the draft ran 4 forwards: 0.04 s it must earn back
+    plans = costed_plans(split, earned, 12)
+    assert all(p["recycle"] == 16 for p in plans)
+    assert [p["draft"] for p in plans[1:8]] == [0] * 7
+
+
+def test_cost_turns_a_round_whose_leader_does_not_pay_into_an_ar_step():
+    caps = {"draft": 0, "lookup": 6, "recycle": 0}
+    plans = costed_plans(costed_split(caps, per_node=0.05), {"draft": 0, "lookup": 1, "recycle": 0}, 12)
+    assert plans[0]["lookup"] == 0 and [p["lookup"] for p in plans].count(0) >= 10
+
+
+def test_the_decoder_feeds_every_round_to_the_cost_fit_and_forgets_it_on_reset(pair64):
+    decoder = build_decoder("tree", pair64.target, pair64.draft, depth=4, branch=2, max_nodes=10, recycle=12,
+                            lookup=6, budget_split=True)
+    out = decoder.generate(random_prompts(1, seed=4)[0], 40)
+    assert decoder.split.cost.rounds == len(out.stats.round_times_s) > 0
+    decoder.reset_state()
+    assert decoder.split.cost.rounds == 0

@@ -18,6 +18,7 @@ import warnings
 import pytest
 import torch
 
+from spec_decode.costmodel import OnlineCost
 from spec_decode.decoders import build_decoder
 from spec_decode.decoders.speculative import Peek
 from spec_decode.models import tiny_pair
@@ -88,6 +89,7 @@ def test_stops_seen_late_change_nothing_but_draft_forwards(pair64, monkeypatch, 
     """As on a busy GPU where no early-stop flag reaches the host in time: same tokens, same trees, same counts."""
     prompt = repeating_prompts()[1]
     params = params | {"fallback": False}  # the same rounds in both runs, whatever their times
+    monkeypatch.setattr(OnlineCost, "coefficients", lambda self: None)  # budget split: acceptance only, untimed
     on_time = build_decoder(method, pair64.target, pair64.draft, **params).generate(prompt, 40)
     monkeypatch.setattr(Peek, "seen", lambda self: [])
     monkeypatch.setattr(Peek, "all_seen", property(lambda self: False))

@@ -281,6 +281,7 @@ class Decoder:
             cache_length = kv.cache_length(self.target_cache) if self.cache_size is not None else None
             seconds = self.clock.now() - round_start
             stats.add(new, seconds, cache_length, self._forward_s if self.profile else None)
+            self._observe(new, seconds, stats)
             if self.fallback:
                 self.chooser.record(speculate, seconds, len(new.tokens))
                 stats.fallback_rounds += not speculate
@@ -291,6 +292,9 @@ class Decoder:
     def reset_state(self) -> None:
         """Forget what earlier generations taught (the fallback's costs; the benchmark calls this after warm-up)."""
         self.chooser.reset()
+
+    def _observe(self, new: Round, seconds: float, stats: GenerationStats) -> None:
+        """After every round (host side, already synced): its measured seconds, for methods that learn costs."""
 
     def _begin(self, prompt: torch.Tensor, max_new_tokens: int) -> None:
         """Reset per-generation state: a fresh target cache and the committed-token buffer."""

@@ -108,14 +108,22 @@ class TreeDecoder(SpeculativeDecoder):
                 "max_nodes": self.max_nodes} | lookup | recycle | split | super().params()
 
     def reset_state(self) -> None:
-        """Forget the recycled table (the benchmark calls this after warm-up)."""
+        """Forget the recycled table and the budget split's fitted costs (the benchmark calls this after warm-up)."""
         super().reset_state()
+        self.split.cost.reset()
         if self.recycled is not None:
             self.recycled.clear()
 
     def _begin(self, prompt: torch.Tensor, max_new_tokens: int) -> None:
         super()._begin(prompt, max_new_tokens)
         self.split.reset()
+        self._forwards_seen = 0
+
+    def _observe(self, new: Round, seconds: float, stats: GenerationStats) -> None:
+        """The budget split's cost fit takes the round's draft forwards, verified nodes and measured seconds."""
+        if self.budget_split:
+            forwards, self._forwards_seen = stats.draft_forwards - self._forwards_seen, stats.draft_forwards
+            self.split.observe(forwards, new.nodes or 0, seconds, len(new.tokens))
 
     def _prefilled(self, prompt: torch.Tensor, logits: torch.Tensor) -> None:
         """The prefill's last logits fill the recycled table row of the prompt's last token."""
