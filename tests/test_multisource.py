@@ -86,9 +86,10 @@ def test_the_likeliest_first_order_keeps_every_prefix(nodes):
     assert bool(chosen[recycled.parents[chosen]].all())
 
 
-def split_plans(caps: dict[str, int], earned: dict[str, int], rounds: int) -> list[dict]:
-    """The plans of `rounds` rounds in which each source always earns the same depth."""
-    split, plans = SourceSplit(caps), []
+def split_plans(caps: dict[str, int], earned: dict[str, int], rounds: int,
+                split: SourceSplit | None = None) -> list[dict]:
+    """The plans of `rounds` rounds of `split` (default: a fresh one); each source always earns the same depth."""
+    split, plans = split or SourceSplit(caps), []
     for _ in range(rounds):
         plans.append(split.plan())
         split.update(plans[-1], earned)
@@ -206,11 +207,7 @@ def costed_split(caps: dict[str, int], per_node: float) -> SourceSplit:
 
 
 def costed_plans(split: SourceSplit, earned: dict[str, int], rounds: int) -> list[dict]:
-    plans = []
-    for _ in range(rounds):
-        plans.append(split.plan())
-        split.update(plans[-1], earned)
-    return plans
+    return split_plans(split.caps, earned, rounds, split)
 
 
 def test_cost_cuts_a_source_that_adds_nothing_beside_a_cheaper_one_and_probes_it():
