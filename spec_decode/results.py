@@ -27,6 +27,7 @@ NAME_MAX = 255  # bytes per path component on common file systems
 IGNORED_KEYS = ("results_dir", "overwrite")  # where a result goes and whether to replace it: not what it measured
 GREEDY = {"temperature": 0.0, "top_p": 1.0, "top_k": 0}  # the decoding of results written before sampling existed
 ADDED_KNOBS = GREEDY | {"batch_size": 1}  # knobs added after results were committed: absent means this value
+ADDED_METHOD_KNOBS = {"split_cost": True}  # the same for a single-method run's knobs (`method.<knob>`)
 
 
 class ResultsDirError(RuntimeError):
@@ -129,6 +130,8 @@ def config_changes(stored: dict, requested: dict) -> list[str]:
     as its default there (an older greedy batch-1 result is still this configuration's)."""
     old, new = _flat(stored), _flat(requested)
     old |= {key: value for key, value in ADDED_KNOBS.items() if key not in old and key in new}
+    old |= {key: ADDED_METHOD_KNOBS[leaf] for key in new.keys() - old.keys()
+            if key.startswith("method.") and (leaf := key.rsplit(".", 1)[-1]) in ADDED_METHOD_KNOBS}
     keys = sorted(old.keys() | new.keys(), key=lambda k: (not k.endswith(".name"), k.count("."), k))
     return [f"{key}: {_show(old, key)} → {_show(new, key)}" for key in keys
             if key.split(".")[0] not in IGNORED_KEYS and old.get(key, _ABSENT) != new.get(key, _ABSENT)]

@@ -36,7 +36,7 @@ def test_shortcuts_feed_the_method_group():
     assert method_specs(cfg, CONF_DIR)["tree"][1] == {"depth": 8, "branch": 3, "threshold": 0.03, "max_nodes": 128,
                                                       "budget": "fixed", "lookup": 0, "ngram": 3, "lookup_first": False,
                                                       "lookup_branches": 1, "recycle": 0, "budget_split": False,
-                                                      "fallback": True}
+                                                      "split_cost": True, "fallback": True}
     cfg = compose_cfg("method=tree", "method.depth=5")
     assert method_specs(cfg, CONF_DIR)["tree"][1]["depth"] == 5
     cfg = compose_cfg("method=linear", "k=6")

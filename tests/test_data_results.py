@@ -124,6 +124,9 @@ def test_knobs_added_since_a_result_was_written_count_as_their_defaults():
     stored = {"method": {"name": "tree"}, "k": 4}
     assert config_changes(stored, stored | {"batch_size": 1, "temperature": 0.0, "top_p": 1.0, "top_k": 0}) == []
     assert config_changes(stored, stored | {"batch_size": 4}) == ["batch_size: 1 → 4"]
+    assert config_changes(stored, {"method": {"name": "tree", "split_cost": True}, "k": 4}) == []
+    assert config_changes(stored, {"method": {"name": "tree", "split_cost": False}, "k": 4}) == [
+        "method.split_cost: true → false"]
 
 
 def test_config_changes_ignore_output_paths():

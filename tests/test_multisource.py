@@ -244,3 +244,14 @@ def test_the_decoder_feeds_every_round_to_the_cost_fit_and_forgets_it_on_reset(p
     assert decoder.split.cost.rounds == len(out.stats.round_times_s) > 0
     decoder.reset_state()
     assert decoder.split.cost.rounds == 0
+
+
+def test_split_cost_false_leaves_the_cost_fit_unfed_and_stays_exact(pair64):
+    params = {"depth": 4, "branch": 2, "max_nodes": 10, "recycle": 12, "lookup": 6, "budget_split": True}
+    prompt = random_prompts(1, seed=4)[0]
+    decoder = build_decoder("tree", pair64.target, pair64.draft, split_cost=False, **params)
+    out = decoder.generate(prompt, 40)
+    assert decoder.split.cost.rounds == 0 and decoder.params()["split_cost"] is False
+    assert out.tokens == build_decoder("ar", pair64.target).generate(prompt, 40).tokens
+    with pytest.raises(ValueError, match="split_cost must be true or false"):
+        validate_method("tree", params | {"split_cost": "no"})

@@ -545,7 +545,7 @@ class BatchedTreeDecoder(_BatchedSpeculative):
 BATCHED = {cls.name: cls for cls in (BatchedARDecoder, BatchedLinearDecoder, BatchedTreeDecoder)}
 # Knobs of the batch-1 method files that batched decoding runs only at these values (trees of draft and lookup nodes,
 # linear drafting without the confidence stop); `fallback` (a batch-1 time measurement per round) is not applied.
-BATCH_1_ONLY = {"confidence": 0.0, "recycle": 0, "budget_split": False, "budget": "fixed"}
+BATCH_1_ONLY = {"confidence": 0.0, "recycle": 0, "budget_split": False, "split_cost": True, "budget": "fixed"}
 IGNORED = ("fallback",)
 
 

@@ -28,7 +28,8 @@ class TreeDecoder(SpeculativeDecoder):
     With `recycle` > 0 the tree also holds a recycled subtree from the root (Token Recycling's table of each token's
     top next tokens, refreshed from every verification's logits; the `recycle` likeliest rank paths), verified in
     the same forward. With `budget_split`, each source's node count is re-decided every round from the depth the
-    target accepted along its nodes lately (spec_decode/split.py); a round may then run no draft at all. With
+    target accepted along its nodes lately and what they cost (spec_decode/split.py; `split_cost=false`: acceptance
+    alone); a round may then run no draft at all. With
     `fallback` and lookup, a round where full rounds cost more per token is the lookup chains alone (no draft).
 
     A round reads the device twice: the live tree's size before verification (dead, pruned slots are never
@@ -45,14 +46,15 @@ class TreeDecoder(SpeculativeDecoder):
     def __init__(self, target: PreTrainedModel, draft: PreTrainedModel, depth: int, branch: int,
                  threshold: float = 0.0, max_nodes: int = 1_000_000, lookup: int = 0, ngram: int = 3,
                  lookup_first: bool = False, lookup_branches: int = 1, recycle: int = 0,
-                 budget_split: bool = False, cache_size: int | None = None, sink: int = 4, fallback: bool = True):
+                 budget_split: bool = False, cache_size: int | None = None, sink: int = 4, fallback: bool = True,
+                 split_cost: bool = True):
         super().__init__(target, draft, cache_size, sink)
         self.validate(depth, branch, threshold, max_nodes, lookup, ngram, lookup_first, lookup_branches, recycle,
-                      budget_split, cache_size, sink, fallback)
+                      budget_split, cache_size, sink, fallback, split_cost)
         self.depth, self.branch, self.threshold, self.max_nodes = depth, branch, threshold, max_nodes
         self.fallback = fallback
         self.lookup, self.ngram, self.lookup_first, self.lookup_branches = lookup, ngram, lookup_first, lookup_branches
-        self.recycle, self.budget_split = recycle, budget_split
+        self.recycle, self.budget_split, self.split_cost = recycle, budget_split, split_cost
         capacity = max_tree_nodes(depth, branch, max_nodes)
         self._level_slots = sum(level_slots(depth, branch, capacity))
         reserve = lookup * lookup_branches + recycle
@@ -79,7 +81,7 @@ class TreeDecoder(SpeculativeDecoder):
     def validate(depth: int, branch: int, threshold: float = 0.0, max_nodes: int = 1_000_000, lookup: int = 0,
                  ngram: int = 3, lookup_first: bool = False, lookup_branches: int = 1, recycle: int = 0,
                  budget_split: bool = False, cache_size: int | None = None, sink: int = 4,
-                 fallback: bool = True) -> None:
+                 fallback: bool = True, split_cost: bool = True) -> None:
         """Raise ValueError for knobs outside their range."""
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
@@ -94,6 +96,7 @@ class TreeDecoder(SpeculativeDecoder):
         check_count("lookup_branches", lookup_branches, minimum=1)
         check_flag("lookup_first", lookup_first)
         check_flag("budget_split", budget_split)
+        check_flag("split_cost", split_cost)
         check_flag("fallback", fallback)
         check_count("recycle", recycle, minimum=0)
         nodes = max_tree_nodes(depth, branch, max_nodes) + lookup * lookup_branches + recycle
@@ -103,7 +106,7 @@ class TreeDecoder(SpeculativeDecoder):
         lookup = {"lookup": self.lookup, "ngram": self.ngram, "lookup_first": self.lookup_first,
                   "lookup_branches": self.lookup_branches} if self.lookup else {}
         recycle = {"recycle": self.recycle} if self.recycle else {}
-        split = {"budget_split": self.budget_split} if self.budget_split else {}
+        split = {"budget_split": True, "split_cost": self.split_cost} if self.budget_split else {}
         return {"depth": self.depth, "branch": self.branch, "threshold": self.threshold,
                 "max_nodes": self.max_nodes} | lookup | recycle | split | super().params()
 
@@ -120,8 +123,9 @@ class TreeDecoder(SpeculativeDecoder):
         self._forwards_seen = 0
 
     def _observe(self, new: Round, seconds: float, stats: GenerationStats) -> None:
-        """The budget split's cost fit takes the round's draft forwards, verified nodes and measured seconds."""
-        if self.budget_split:
+        """The budget split's cost fit takes the round's draft forwards, verified nodes and measured seconds (not fed
+        with `split_cost=false`: the split then runs on acceptance alone)."""
+        if self.budget_split and self.split_cost:
             forwards, self._forwards_seen = stats.draft_forwards - self._forwards_seen, stats.draft_forwards
             self.split.observe(forwards, new.nodes or 0, seconds, len(new.tokens))
 
