@@ -4,6 +4,7 @@ Example (the committed SmolLM2 draft; see models/smollm2-draft/MODEL_CARD.md for
     python scripts/distill_draft.py generate --split test --max-prompts 64     # WikiText-2 test (evaluation)
     python scripts/distill_draft.py generate --split valid --max-prompts 2816  # WikiText-2 valid continuations
     python scripts/distill_draft.py generate --split chat                      # chat responses (GSM8K train, tasks)
+    python scripts/distill_draft.py generate --split requests                  # requests of Spec-Bench's kinds
     python scripts/distill_draft.py generate --split spec_bench                # Spec-Bench answers (evaluation)
     python scripts/distill_draft.py train --splits valid chat
     python scripts/distill_draft.py --threads 2 evaluate
@@ -188,6 +189,32 @@ RAG_TASK = "Answer the question using the text below.\n\nText: {text}\n\nQuestio
 REQUEST_TASK = ("Write one {kind} request that a user might send to an AI assistant about {topic}. "
                 "Reply with the request only.")
 REQUEST_KINDS = ("writing", "role-play", "reasoning", "math", "coding", "extraction", "science", "history", "advice")
+# The `requests` split: standalone requests of Spec-Bench's kinds (MT-Bench's eight categories) about WikiText-valid
+# topics. The target writes its own requests badly at 135M (mostly "I'm ready to assist"), so these are templates.
+REQUEST_TEMPLATES = (
+    "Write a short blog post about {topic}.",
+    "Write a poem of three short stanzas about {topic}.",
+    "Write a persuasive email to a friend explaining why {topic} is worth learning about.",
+    "Write a short story in which a curious child discovers {topic}.",
+    "Pretend you are a museum guide. Introduce {topic} to a group of visitors.",
+    "Act as a radio host interviewing an expert on {topic}. Write the dialogue.",
+    "Imagine you are a teacher. Explain {topic} to your class, then ask them two questions.",
+    "Give three reasons why {topic} matters, and explain your reasoning step by step.",
+    "What are the pros and cons of studying {topic}? Think it through step by step.",
+    "A book about {topic} has {a} pages. Reading {b} pages a day, how many days does it take to finish? "
+    "Show your work.",
+    "A museum sells tickets to an exhibition on {topic} for ${b} each. It sold {a} tickets on Monday and half as "
+    "many on Tuesday. How much money did it make? Explain each step.",
+    "Write a Python function that counts how often each word appears in a text about {topic}.",
+    "Write a Python class that stores facts about {topic} and prints them as a table.",
+    "Write a SQL query that finds every row about {topic} in a table called articles, newest first.",
+    "Write a JavaScript function that shows a short summary of {topic} on a web page.",
+    "Extract every name, place and date from the following text and return them as JSON.\n\n{text}",
+    "From the following text, extract each number and what it refers to.\n\n{text}",
+    "Which ideas from physics, chemistry, biology or engineering help to understand {topic}? Explain briefly.",
+    "Discuss the historical and cultural significance of {topic}.",
+    "Write a short essay on what {topic} tells us about the society around it.",
+)
 
 
 def detokenize(text: str) -> str:
@@ -230,6 +257,39 @@ def self_written(model, tokenizer, texts: list[str], args) -> list[str]:
     return asked
 
 
+def cached_self_written(name: str, model, tokenizer, texts: list[str], args) -> list[str]:
+    """`self_written` over `texts`, cached as `name` in the data folder (copied from the committed responses)."""
+    cached, committed = data_dir(args) / name, Path(args.responses) / name
+    if not cached.exists() and committed.exists():
+        shutil.copyfile(committed, cached)
+    if not cached.exists():
+        cached.write_text(json.dumps(self_written(model, tokenizer, texts, args), indent=1))
+    return json.loads(cached.read_text())
+
+
+def request_topics(path: Path) -> list[str]:
+    """Article titles of a WikiText file and `title (section)` for each of their sections."""
+    topics, title = [], None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if match := re.fullmatch(r" = ([^=].*[^=]) = ", line):
+            title = None if "<unk>" in line else detokenize(match[1])
+            topics += [title] if title else []
+        elif title and "<unk>" not in line and (match := re.fullmatch(r" = = ([^=].*[^=]) = = ", line)):
+            topics.append(f"{title} ({detokenize(match[1]).lower()})")
+    return topics
+
+
+def request_prompts(tokenizer, args) -> list[list[int]]:
+    """`args.requests` requests from `REQUEST_TEMPLATES` (in turn) about seeded WikiText-valid topics and passages."""
+    rng = random.Random(args.seed + 1)
+    valid = Path(args.wikitext) / "valid.txt"
+    topics, docs = request_topics(valid), passages(valid)
+    texts = [REQUEST_TEMPLATES[i % len(REQUEST_TEMPLATES)].format(
+        topic=rng.choice(topics), text=rng.choice(docs), a=rng.randrange(120, 600), b=rng.randrange(6, 40))
+        for i in range(args.requests)]
+    return batch_order([chat_ids(tokenizer, t) for t in texts], args.seed, args.batch)
+
+
 def chat_prompts(model, tokenizer, args) -> list[list[int]]:
     """GSM8K-train questions, WikiText-valid passages framed as tasks, passage questions and requests the
     target writes itself (cached in the data folder), through the chat template, in generation order."""
@@ -245,14 +305,8 @@ def chat_prompts(model, tokenizer, args) -> list[list[int]]:
     topics = article_titles(valid)
     requests = [REQUEST_TASK.format(kind=REQUEST_KINDS[i % len(REQUEST_KINDS)], topic=topics[i % len(topics)])
                 for i in range(args.asks)]
-    cached = data_dir(args) / "self_written.json"
-    committed = Path(args.responses) / "self_written.json"
-    if not cached.exists() and committed.exists():
-        shutil.copyfile(committed, cached)
-    if not cached.exists():
-        asked = self_written(model, tokenizer, [QUESTION_TASK.format(text=d) for d in asked_from] + requests, args)
-        cached.write_text(json.dumps(asked, indent=1))
-    asked = json.loads(cached.read_text())
+    questions = [QUESTION_TASK.format(text=d) for d in asked_from]
+    asked = cached_self_written("self_written.json", model, tokenizer, questions + requests, args)
     texts += [RAG_TASK.format(text=d, question=q) for d, q in zip(asked_from, asked, strict=False)]
     texts += asked[len(asked_from) :]
     return batch_order([chat_ids(tokenizer, t) for t in texts if t], args.seed, args.batch)
@@ -280,6 +334,9 @@ def split_prompts(model, tokenizer, args) -> tuple[list[list[int]], list[str] | 
     """A split's prompt token lists in generation order, and their Spec-Bench categories (spec_bench only)."""
     if args.split == "chat":
         prompts = chat_prompts(model, tokenizer, args)
+        return prompts[: args.max_prompts] if args.max_prompts else prompts, None
+    if args.split == "requests":
+        prompts = request_prompts(tokenizer, args)
         return prompts[: args.max_prompts] if args.max_prompts else prompts, None
     if args.split == "spec_bench":
         return spec_bench_prompts(tokenizer, args.per_category)
@@ -542,7 +599,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--responses", default=str(RESPONSES), help="committed responses (token ids) that generate reuses")
     sub = p.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("generate", help="target greedy continuations + top-k logits, resumable shards")
-    g.add_argument("--split", default="valid", choices=["valid", "test", "chat", "spec_bench"])
+    g.add_argument("--split", default="valid", choices=["valid", "test", "chat", "requests", "spec_bench"])
     g.add_argument("--batch", type=int, default=32)
     g.add_argument("--new-tokens", type=int, default=128)
     g.add_argument("--k", type=int, default=8)
@@ -550,6 +607,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--gsm8k", type=int, default=1000, help="chat: GSM8K-train questions")
     g.add_argument("--passages", type=int, default=1200, help="chat: WikiText-valid passages framed as tasks")
     g.add_argument("--asks", type=int, default=360, help="chat: passage questions + requests the target writes")
+    g.add_argument("--requests", type=int, default=960, help="requests: templated Spec-Bench-kind requests")
     g.add_argument("--per-category", type=int, default=8, help="spec_bench: first-turn questions per category")
     g.set_defaults(func=cmd_generate)
     t = sub.add_parser("train", help="distil the draft from the generated valid-split data")
@@ -569,7 +627,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     t.add_argument("--out", default=str(ROOT / "models" / "smollm2-draft"))
     t.set_defaults(func=cmd_train)
     x = sub.add_parser("export", help="write the generated splits' responses (token ids) to --responses")
-    x.add_argument("--splits", nargs="+", default=["chat", "valid", "spec_bench", "test"])
+    x.add_argument("--splits", nargs="+", default=["chat", "requests", "valid", "spec_bench", "test"])
     x.set_defaults(func=cmd_export)
     e = sub.add_parser("evaluate", help="test-split agreement, linear K=4 tokens/round, forward times")
     e.add_argument("--out", default=str(ROOT / "models" / "smollm2-draft"))

@@ -50,16 +50,35 @@ def test_load_split_keeps_categories(tmp_path):
 
 @pytest.mark.skipif(not distill.SPEC_BENCH.exists(), reason="../shared/data/spec_bench absent")
 def test_spec_bench_prompts_take_the_first_of_each_category():
-    class Tokenizer:  # chat template and tokenizer stand-ins: one id per character of the user turn
-        def apply_chat_template(self, messages, **kwargs):
-            return messages[-1]["content"]
-
-        def __call__(self, text, add_special_tokens):
-            return {"input_ids": [ord(c) for c in text]}
-
-    prompts, categories = distill.spec_bench_prompts(Tokenizer(), per_category=2)
+    prompts, categories = distill.spec_bench_prompts(CharTokenizer(), per_category=2)
     assert len(categories) == 2 * len(set(categories)) == 26
     assert all(categories.count(c) == 2 for c in categories)
+
+
+class CharTokenizer:  # chat template and tokenizer stand-ins: one id per character of the user turn
+    def apply_chat_template(self, messages, **kwargs):
+        return messages[-1]["content"]
+
+    def __call__(self, text, add_special_tokens):
+        return {"input_ids": [ord(c) for c in text]}
+
+
+def test_request_topics_pair_sections_with_their_article(tmp_path):
+    path = tmp_path / "valid.txt"
+    path.write_text(" = Homarus gammarus = \n = = Life cycle = = \n text \n = Frank <unk> = \n = = Career = = \n"
+                    " = M @-@ 82 = \n = = Route <unk> = = \n = = History = = \n")
+    assert distill.request_topics(path) == ["Homarus gammarus", "Homarus gammarus (life cycle)", "M-82",
+                                            "M-82 (history)"]
+
+
+def test_request_prompts_fill_every_template_with_valid_topics(tmp_path):
+    passage = " ".join(["word"] * 50)
+    (tmp_path / "valid.txt").write_text(f" = Homarus gammarus = \n = = Ecology = = \n {passage} \n")
+    args = distill.parse_args(["--wikitext", str(tmp_path), "generate", "--split", "requests", "--requests", "40"])
+    texts = ["".join(map(chr, ids)) for ids in distill.request_prompts(CharTokenizer(), args)]
+    assert len(texts) == 40 and len(set(texts)) > len(distill.REQUEST_TEMPLATES)
+    assert all("Homarus gammarus" in t or passage in t for t in texts)
+    assert not any("{" in t for t in texts)
 
 
 @pytest.fixture(scope="module")
