@@ -332,11 +332,8 @@ def data_dir(args) -> Path:
 
 def split_prompts(model, tokenizer, args) -> tuple[list[list[int]], list[str] | None]:
     """A split's prompt token lists in generation order, and their Spec-Bench categories (spec_bench only)."""
-    if args.split == "chat":
-        prompts = chat_prompts(model, tokenizer, args)
-        return prompts[: args.max_prompts] if args.max_prompts else prompts, None
-    if args.split == "requests":
-        prompts = request_prompts(tokenizer, args)
+    if args.split in ("chat", "requests"):
+        prompts = chat_prompts(model, tokenizer, args) if args.split == "chat" else request_prompts(tokenizer, args)
         return prompts[: args.max_prompts] if args.max_prompts else prompts, None
     if args.split == "spec_bench":
         return spec_bench_prompts(tokenizer, args.per_category)

@@ -29,8 +29,8 @@ class TreeDecoder(SpeculativeDecoder):
     top next tokens, refreshed from every verification's logits; the `recycle` likeliest rank paths), verified in
     the same forward. With `budget_split`, each source's node count is re-decided every round from the depth the
     target accepted along its nodes lately and what they cost (spec_decode/split.py; `split_cost=false`: acceptance
-    alone); a round may then run no draft at all. With
-    `fallback` and lookup, a round where full rounds cost more per token is the lookup chains alone (no draft).
+    alone); a round may then run no draft at all. With `fallback` and lookup, a round where full rounds cost more
+    per token is the lookup chains alone (no draft).
 
     A round reads the device twice: the live tree's size before verification (dead, pruned slots are never
     verified) and the accepted count with the emitted tokens. A level whose live count has not reached the host
