@@ -26,7 +26,8 @@ PACKAGES = ("torch", "transformers", "datasets", "hydra-core", "spec_decode")
 NAME_MAX = 255  # bytes per path component on common file systems
 IGNORED_KEYS = ("results_dir", "overwrite")  # where a result goes and whether to replace it: not what it measured
 GREEDY = {"temperature": 0.0, "top_p": 1.0, "top_k": 0}  # the decoding of results written before sampling existed
-ADDED_KNOBS = GREEDY | {"batch_size": 1}  # knobs added after results were committed: absent means this value
+# knobs added after results were committed: absent means this value
+ADDED_KNOBS = GREEDY | {"batch_size": 1, "model.weight_left_gemm": False}
 ADDED_METHOD_KNOBS = {"split_cost": True}  # the same for a single-method run's knobs (`method.<knob>`)
 
 

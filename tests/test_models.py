@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spec_decode.models import ModelLoadError, byte_tokenizer, load_pair, tiny_pair
+from spec_decode.decoders import build_decoder
+from spec_decode.models import ModelLoadError, WeightLeftLinear, byte_tokenizer, load_pair, tiny_pair
 
 
 def test_tiny_pair_is_deterministic_from_seed():
@@ -40,6 +41,7 @@ def test_load_pair_from_config():
     {"source": "tiny", "dtype": "float8"},
     {"source": "nowhere"},
     {"source": "hub", "target": "/no/such/model", "draft": "/no/such/draft"},
+    {"source": "tiny", "weight_left_gemm": "yes"},
 ])
 def test_bad_model_configs_raise_model_load_error(cfg):
     with pytest.raises(ModelLoadError):
@@ -50,3 +52,32 @@ def test_bad_model_configs_raise_model_load_error(cfg):
 def test_cuda_requested_without_cuda():
     with pytest.raises(ModelLoadError, match="CUDA is not available"):
         load_pair({"source": "tiny", "device": "cuda"})
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", [(1, 1, 6), (1, 2, 6), (1, 5, 6), (7, 6), (2, 3, 6)])
+def test_weight_left_linear_equals_f_linear(shape, bias):
+    torch.manual_seed(0)
+    dense = torch.nn.Linear(6, 4, bias=bias, dtype=torch.float64)
+    swapped = torch.nn.Linear(6, 4, bias=bias, dtype=torch.float64)
+    swapped.load_state_dict(dense.state_dict())
+    swapped.__class__ = WeightLeftLinear
+    x = torch.randn(shape, dtype=torch.float64)
+    out = swapped(x)
+    assert out.shape == dense(x).shape == (*shape[:-1], 4)
+    torch.testing.assert_close(out, dense(x), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("method,params", [("linear", {"k": 4}), ("tree", {"depth": 4, "branch": 2, "max_nodes": 8}),
+                                           ("tree", {"depth": 3, "branch": 2, "lookup": 6, "recycle": 4})])
+def test_weight_left_gemm_pair_keeps_tokens_equal_to_ar(method, params):
+    cfg = {"source": "tiny", "arch": "llama", "dtype": "float64", "weight_left_gemm": True}
+    pair = load_pair(cfg)
+    linears = [m for m in pair.target.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(type(m) is WeightLeftLinear for m in linears) and pair.info["weight_left_gemm"]
+    plain = load_pair(cfg | {"weight_left_gemm": False})
+    for seed in range(4):
+        prompt = torch.randint(0, 256, (1 + 7 * seed,), generator=torch.Generator().manual_seed(seed)).tolist()
+        ar = build_decoder("ar", plain.target).generate(prompt, 24).tokens
+        spec = build_decoder(method, pair.target, pair.draft, fallback=False, **params).generate(prompt, 24).tokens
+        assert spec == ar
