@@ -127,6 +127,10 @@ def test_knobs_added_since_a_result_was_written_count_as_their_defaults():
     assert config_changes(stored, {"method": {"name": "tree", "split_cost": True}, "k": 4}) == []
     assert config_changes(stored, {"method": {"name": "tree", "split_cost": False}, "k": 4}) == [
         "method.split_cost: true → false"]
+    model = {"model": {"name": "smollm2"}, "k": 4}
+    assert config_changes(model, {"model": {"name": "smollm2", "weight_left_gemm": False}, "k": 4}) == []
+    assert config_changes(model, {"model": {"name": "smollm2", "weight_left_gemm": True}, "k": 4}) == [
+        "model.weight_left_gemm: false → true"]
 
 
 def test_config_changes_ignore_output_paths():
