@@ -13,6 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from spec_decode.models import WeightLeftLinear  # noqa: E402
+
 ROWS = (1, 2, 3, 4, 8, 17)
 # SmolLM2-135M: hidden 576, 9 query / 3 KV heads of 64, MLP 1536, 30 layers (out, in)
 LAYER_SHAPES = [(576, 576), (192, 576), (192, 576), (576, 576), (1536, 576), (1536, 576), (576, 1536)]
@@ -30,16 +33,6 @@ def median_ms(fn, repeats: int = 30) -> float:
     return 1e3 * sorted(times)[len(times) // 2]
 
 
-def weight_left(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """`nn.Linear.forward` as W @ xᵀ for 2+ rows (one row: `F.linear`, a GEMV)."""
-    rows = x.reshape(-1, x.shape[-1])
-    if rows.shape[0] < 2:
-        return F.linear(x, self.weight, self.bias)
-    out = self.weight.mm(rows.t()).t()
-    out = out if self.bias is None else out + self.bias
-    return out.reshape(*x.shape[:-1], -1)
-
-
 def linears() -> None:
     """The 30 layers' linears (random weights of the target's shapes) for each row count, both layouts."""
     weights = [torch.randn(out, inp) for _ in range(30) for out, inp in LAYER_SHAPES]
@@ -52,7 +45,6 @@ def linears() -> None:
 
 def forwards(context: int = 400) -> None:
     """The real target's forward of n tokens after a `context`-token prefill, with `F.linear` and with W @ xᵀ."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from transformers import DynamicCache
 
     from spec_decode.offline import load_gguf_target
@@ -70,7 +62,7 @@ def forwards(context: int = 400) -> None:
 
     plain = {n: forward_ms(n) for n in ROWS}
     original = nn.Linear.forward
-    nn.Linear.forward = weight_left
+    nn.Linear.forward = WeightLeftLinear.forward  # every nn.Linear, as model.weight_left_gemm does
     try:
         swapped = {n: forward_ms(n) for n in ROWS}
     finally:
