@@ -1,8 +1,9 @@
-"""Time the default target's linear layers, and its whole forward, for 1-17 rows under two GEMM layouts.
+"""Time the default target's linear layers, and its whole forward, for a few row counts under two GEMM layouts.
 
-`F.linear` computes x @ Wᵀ; on a CPU whose BLAS handles a few rows badly, W @ xᵀ (the weight as the left operand)
-reads the same weights in another kernel. Prints median milliseconds; used for the README's hardware paragraph.
-    python scripts/gemm_layout.py [--forward] [--threads 2]
+`F.linear` computes x @ Wᵀ; on a CPU whose BLAS handles a few rows badly, W @ xᵀ (the weight as the left operand,
+one row padded to two: `WeightLeftLinear`) reads the same weights in another kernel. Prints median milliseconds;
+used for the README's hardware paragraph.
+    python scripts/gemm_layout.py [--forward] [--threads 2] [--rows 1 2 3 4 8 17]
 """
 import argparse
 import sys
@@ -33,24 +34,24 @@ def median_ms(fn, repeats: int = 30) -> float:
     return 1e3 * sorted(times)[len(times) // 2]
 
 
-def linears() -> None:
+def linears(rows_list) -> None:
     """The 30 layers' linears (random weights of the target's shapes) for each row count, both layouts."""
-    weights = [torch.randn(out, inp) for _ in range(30) for out, inp in LAYER_SHAPES]
-    for rows in ROWS:
+    layers = [nn.Linear(inp, out, bias=False) for _ in range(30) for out, inp in LAYER_SHAPES]
+    for rows in rows_list:
         inputs = {576: torch.randn(rows, 576), 1536: torch.randn(rows, 1536)}
-        x_wt = median_ms(lambda x=inputs: [F.linear(x[w.shape[1]], w) for w in weights])
-        w_xt = median_ms(lambda x=inputs: [w.mm(x[w.shape[1]].t()) for w in weights])
+        x_wt = median_ms(lambda x=inputs: [F.linear(x[m.in_features], m.weight) for m in layers])
+        w_xt = median_ms(lambda x=inputs: [WeightLeftLinear.forward(m, x[m.in_features]) for m in layers])
         print(f"rows {rows:2d}: linears x @ W^T (F.linear) {x_wt:6.1f} ms   W @ x^T {w_xt:6.1f} ms", flush=True)
 
 
-def forwards(context: int = 400) -> None:
+def forwards(rows_list, context: int = 400) -> None:
     """The real target's forward of n tokens after a `context`-token prefill, with `F.linear` and with W @ xᵀ."""
     from transformers import DynamicCache
 
     from spec_decode.offline import load_gguf_target
 
     target, _ = load_gguf_target()
-    ids = torch.randint(100, 20000, (1, context + max(ROWS)))
+    ids = torch.randint(100, 20000, (1, context + max(rows_list)))
     cache = DynamicCache(config=target.config)
     target(ids[:, :context], cache=cache, use_cache=True)
 
@@ -60,14 +61,14 @@ def forwards(context: int = 400) -> None:
             cache.crop(-n)
         return median_ms(step, repeats=12)
 
-    plain = {n: forward_ms(n) for n in ROWS}
+    plain = {n: forward_ms(n) for n in rows_list}
     original = nn.Linear.forward
     nn.Linear.forward = WeightLeftLinear.forward  # every nn.Linear, as model.weight_left_gemm does
     try:
-        swapped = {n: forward_ms(n) for n in ROWS}
+        swapped = {n: forward_ms(n) for n in rows_list}
     finally:
         nn.Linear.forward = original
-    for n in ROWS:
+    for n in rows_list:
         print(f"n {n:2d}: target forward, F.linear {plain[n]:6.1f} ms   W @ x^T {swapped[n]:6.1f} ms", flush=True)
 
 
@@ -75,13 +76,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--forward", action="store_true", help="also time the default target's whole forward")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rows", type=int, nargs="+", default=list(ROWS), help="row (token) counts to time")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     with torch.inference_mode():
-        linears()
+        linears(args.rows)
         if args.forward:
-            forwards()
+            forwards(args.rows)
 
 
 if __name__ == "__main__":

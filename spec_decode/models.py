@@ -106,18 +106,21 @@ def weight_left_gemm(model_cfg: Mapping) -> bool:
 
 
 class WeightLeftLinear(torch.nn.Linear):
-    """`nn.Linear` computing W @ xᵀ for 2+ rows (one row: `F.linear`, a GEMV); the same weights and state dict.
+    """`nn.Linear` computing W @ xᵀ, a single row padded to two columns; the same weights and state dict.
 
-    Written by hand because no library switch does it: on a CPU whose BLAS runs x @ Wᵀ with a few rows far slower
-    than one row (MKL on the 2-core AMD EPYC: 2-4 rows 46-60 ms against 13-21 ms as W @ xᵀ for the default target's
-    linears, `scripts/gemm_layout.py`), verifying 2-8 tokens costs up to twice an AR step.
+    Written by hand because no library switch does it: MKL on the 2-core AMD EPYC runs the default target's linears
+    for 2-4 rows as x @ Wᵀ in 46-60 ms, as W @ xᵀ in 15-21 ms, and one row (a GEMV either way) in 36 ms but as a
+    two-column W @ xᵀ in 17 ms (`scripts/gemm_layout.py`). Padding the single row keeps AR as fast as the layout
+    allows, so speedups against it stay honest.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, x.shape[-1])
-        if rows.shape[0] < 2:
-            return F.linear(x, self.weight, self.bias)
-        out = self.weight.mm(rows.t()).t()
+        padded = rows.shape[0] == 1
+        if padded:  # a zero column: its output is discarded
+            rows = F.pad(rows, (0, 0, 0, 1))
+        out = self.weight.mm(rows.t()).t()  # a transposed view: made contiguous, as later kernels expect
+        out = (out[:1] if padded else out).contiguous()
         out = out if self.bias is None else out + self.bias
         return out.reshape(*x.shape[:-1], self.out_features)
 

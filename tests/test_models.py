@@ -64,6 +64,8 @@ def test_cuda_requested_without_cuda():
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("shape", [(1, 1, 6), (1, 2, 6), (1, 5, 6), (7, 6), (2, 3, 6)])
 def test_weight_left_linear_equals_f_linear(shape, bias):
+    """Same values as `F.linear` (one row too, computed padded) and a contiguous output: a transposed view would
+    send later kernels (SDPA on CPU) down their slow strided paths."""
     torch.manual_seed(0)
     dense = torch.nn.Linear(6, 4, bias=bias, dtype=torch.float64)
     swapped = torch.nn.Linear(6, 4, bias=bias, dtype=torch.float64)
@@ -72,7 +74,7 @@ def test_weight_left_linear_equals_f_linear(shape, bias):
     assert type(swapped) is WeightLeftLinear
     x = torch.randn(shape, dtype=torch.float64)
     out = swapped(x)
-    assert out.shape == dense(x).shape == (*shape[:-1], 4)
+    assert out.shape == dense(x).shape == (*shape[:-1], 4) and out.is_contiguous()
     torch.testing.assert_close(out, dense(x), rtol=1e-12, atol=1e-12)
 
 
