@@ -122,13 +122,20 @@ class AlwaysFallback(Fallback):
         self.speculate = False
 
 
+class AlwaysChains(Fallback):
+    """A fallback round is always the lookup chains alone, whatever they cost."""
+
+    def record(self, speculated: bool, seconds: float, tokens: int) -> None:
+        self.speculate = True
+
+
 @pytest.mark.parametrize("recycle", [0, 6])
 def test_the_tree_s_fallback_round_is_its_lookup_chains_alone(pair64, recycle):
     knobs = {"lookup": 6, "ngram": 3, "lookup_branches": 2}
     decoder = build_decoder("tree", pair64.target, pair64.draft, depth=4, branch=2, recycle=recycle, **knobs)
     multi = 0
     for prompt in [LOOP, list(range(100, 112)), *random_prompts(2, seed=37)]:
-        decoder.chooser = AlwaysFallback()
+        decoder.chooser, decoder.chains_chooser = AlwaysFallback(), AlwaysChains()
         out = decoder.generate(prompt, 40)
         tokens, s = ar_tokens(pair64, prompt, 40), out.stats
         assert out.tokens == tokens and s.fallback_rounds == s.rounds - 1
@@ -137,3 +144,23 @@ def test_the_tree_s_fallback_round_is_its_lookup_chains_alone(pair64, recycle):
         assert s.draft_forwards <= 4 + 1  # the first round's levels (and catch-up) only
         multi += sum(r > 1 for r in s.emitted_per_round[1:])
     assert multi > 0
+
+
+
+class PricedChains(Fallback):
+    """The real chooser fed synthetic seconds: a chains-alone round costs 2 s a token, an AR step 1 s."""
+
+    def record(self, speculated: bool, seconds: float, tokens: int) -> None:
+        super().record(speculated, 2.0 * tokens if speculated else 1.0, tokens)
+
+
+def test_a_fallback_round_is_an_ar_step_where_the_chains_cost_more(pair64):
+    """Chains that cost more per token than AR steps give way to AR steps (no node verified), probed again later;
+    the tokens stay AR's."""
+    decoder = build_decoder("tree", pair64.target, pair64.draft, depth=4, branch=2, lookup=6, ngram=3)
+    decoder.chooser, decoder.chains_chooser = AlwaysFallback(), PricedChains(probe=4, settle=False)
+    out = decoder.generate(LOOP, 40)
+    s = out.stats
+    assert out.tokens == ar_tokens(pair64, LOOP, 40) and s.fallback_rounds == s.rounds - 1
+    assert not decoder.chains_chooser.best
+    assert s.tree_nodes_per_round[1:].count(0) > len(s.tree_nodes_per_round) // 2

@@ -144,7 +144,9 @@ class Fallback:
     """Run the method's round or a plain AR step, whichever has cost fewer seconds per token.
 
     The faster kind runs; the other is re-tried after `probe` rounds, an interval that doubles (up to `max_interval`)
-    while the re-try keeps losing and resets when it wins. Seconds come from the decode loop's round times. The first
+    while the re-try keeps losing and resets when it wins. Seconds come from the decode loop's round times; a kind's
+    cost is its smoothed seconds over its smoothed tokens (not a mean of per-round ratios, which would rate a kind
+    that emits many tokens in a few rounds and one in most far worse than its total time per token). The first
     speculative round after AR steps (or a generation's first) is not measured when `settle` (methods with a draft:
     that round carries the draft's catch-up). Costs and the probe interval carry over between generations (a new
     one starts with the best kind), so a text where speculation loses does not pay for re-learning it every turn;
@@ -158,6 +160,7 @@ class Fallback:
     def reset(self) -> None:
         """Forget every measurement: the next round speculates."""
         self.cost: dict[bool, float | None] = {True: None, False: None}  # seconds per token: speculative, AR
+        self.sums: dict[bool, tuple[float, float] | None] = {True: None, False: None}  # smoothed seconds, tokens
         self.best, self.speculate, self.last = True, True, None
         self.interval, self.since = self.probe, 0
 
@@ -173,10 +176,12 @@ class Fallback:
             self.since += 1
         if settling:
             return  # the next round speculates again, measured
-        per_token = seconds / max(tokens, 1)
-        old = self.cost[speculated]
+        tokens = max(tokens, 1)
+        old = self.sums[speculated]
         fresh = old is None or speculated != self.best  # a first or a probing measurement replaces a stale estimate
-        self.cost[speculated] = per_token if fresh else old + self.smoothing * (per_token - old)
+        sums = (seconds, tokens) if fresh else (old[0] + self.smoothing * (seconds - old[0]),
+                                                old[1] + self.smoothing * (tokens - old[1]))
+        self.sums[speculated], self.cost[speculated] = sums, sums[0] / sums[1]
         self.speculate = self._choose(speculated)
 
     def _choose(self, measured: bool) -> bool:

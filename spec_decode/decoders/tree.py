@@ -6,7 +6,7 @@ import torch
 from transformers import PreTrainedModel
 
 from spec_decode import kv
-from spec_decode.decoders.base import GenerationStats, Round, check_count, check_flag, check_streaming, finite
+from spec_decode.decoders.base import Fallback, GenerationStats, Round, check_count, check_flag, check_streaming, finite
 from spec_decode.decoders.speculative import Peek, SpeculativeDecoder
 from spec_decode.lookup import retrieve_continuations
 from spec_decode.recycle import RecycleTable
@@ -66,6 +66,8 @@ class TreeDecoder(SpeculativeDecoder):
             self._recycled_tokens = torch.zeros_like(self.recycled.parents)
         self.caps = {"draft": capacity, "lookup": lookup, "recycle": recycle}
         self.split = SourceSplit(self.caps)
+        self.chains_chooser = Fallback(settle=False)  # a fallback round: the lookup chains alone, or an AR step
+        self._chains_alone: bool | None = None  # the kind of the round being run, when it is a fallback round
 
     @property
     def lookahead(self) -> int:
@@ -111,20 +113,27 @@ class TreeDecoder(SpeculativeDecoder):
                 "max_nodes": self.max_nodes} | lookup | recycle | split | super().params()
 
     def reset_state(self) -> None:
-        """Forget the recycled table and the budget split's fitted costs (the benchmark calls this after warm-up)."""
+        """Forget the recycled table, the budget split's fitted costs and the fallback rounds' chooser (the benchmark
+        calls this after warm-up)."""
         super().reset_state()
         self.split.cost.reset()
+        self.chains_chooser.reset()
         if self.recycled is not None:
             self.recycled.clear()
 
     def _begin(self, prompt: torch.Tensor, max_new_tokens: int) -> None:
         super()._begin(prompt, max_new_tokens)
         self.split.reset()
+        self.chains_chooser.begin()
         self._forwards_seen = 0
 
     def _observe(self, new: Round, seconds: float, stats: GenerationStats) -> None:
         """The budget split's cost fit takes the round's draft forwards, verified nodes and measured seconds (not fed
-        with `split_cost=false`: the split then runs on acceptance alone)."""
+        with `split_cost=false`: the split then runs on acceptance alone); a fallback round's time goes to the chooser
+        between the lookup chains alone and an AR step."""
+        if self._chains_alone is not None:
+            self.chains_chooser.record(self._chains_alone, seconds, len(new.tokens))
+            self._chains_alone = None
         if self.budget_split and self.split_cost:
             forwards, self._forwards_seen = stats.draft_forwards - self._forwards_seen, stats.draft_forwards
             self.split.observe(forwards, new.nodes or 0, seconds, len(new.tokens))
@@ -135,8 +144,13 @@ class TreeDecoder(SpeculativeDecoder):
             self.recycled.update(prompt[-1:], logits[None])
 
     def _fallback_round(self, remaining: int, stats: GenerationStats) -> Round:
-        """With lookup: the lookup chains alone (no draft forward, no recycled nodes; no match: an AR step)."""
+        """With lookup: the lookup chains alone (no draft forward, no recycled nodes; no match: an AR step) or a plain
+        AR step, whichever has cost less per token (`chains_chooser`: a repetitive text pays for chains that a
+        fresh one does not)."""
         if not self.lookup:
+            return self._ar_round(stats)
+        self._chains_alone = self.chains_chooser.speculate
+        if not self._chains_alone:
             return self._ar_round(stats)
         return self._round(remaining, stats, plan={"draft": 0, "lookup": self.lookup, "recycle": 0})
 
