@@ -146,7 +146,6 @@ def test_the_tree_s_fallback_round_is_its_lookup_chains_alone(pair64, recycle):
     assert multi > 0
 
 
-
 class PricedChains(Fallback):
     """The real chooser fed synthetic seconds: a chains-alone round costs 2 s a token, an AR step 1 s."""
 

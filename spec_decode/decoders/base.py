@@ -159,10 +159,14 @@ class Fallback:
 
     def reset(self) -> None:
         """Forget every measurement: the next round speculates."""
-        self.cost: dict[bool, float | None] = {True: None, False: None}  # seconds per token: speculative, AR
         self.sums: dict[bool, tuple[float, float] | None] = {True: None, False: None}  # smoothed seconds, tokens
         self.best, self.speculate, self.last = True, True, None
         self.interval, self.since = self.probe, 0
+
+    @property
+    def cost(self) -> dict[bool, float | None]:
+        """Seconds per token of each kind (True: speculative, False: AR); None before its first measurement."""
+        return {kind: None if sums is None else sums[0] / sums[1] for kind, sums in self.sums.items()}
 
     def begin(self) -> None:
         """A new generation: keep the measured costs and the probe schedule, run the best kind from the start."""
@@ -181,20 +185,20 @@ class Fallback:
         fresh = old is None or speculated != self.best  # a first or a probing measurement replaces a stale estimate
         sums = (seconds, tokens) if fresh else (old[0] + self.smoothing * (seconds - old[0]),
                                                 old[1] + self.smoothing * (tokens - old[1]))
-        self.sums[speculated], self.cost[speculated] = sums, sums[0] / sums[1]
+        self.sums[speculated] = sums
         self.speculate = self._choose(speculated)
 
     def _choose(self, measured: bool) -> bool:
         """The kind of the next round, after a measured round of kind `measured`."""
-        other = not self.best
-        if self.cost[other] is None:
+        other, cost = not self.best, self.cost
+        if cost[other] is None:
             return other  # the first AR sample
         if measured == other:  # a probe: it wins and becomes the best, or loses and waits twice as long
-            won = self.cost[other] < self.cost[self.best]
+            won = cost[other] < cost[self.best]
             self.best = other if won else self.best
             self.interval = self.probe if won else min(2 * self.interval, self.max_interval)
             self.since = 0
-        elif self.cost[self.best] > self.cost[other]:  # the best got slower than the other's last estimate
+        elif cost[self.best] > cost[other]:  # the best got slower than the other's last estimate
             self.best, self.interval, self.since = other, self.probe, 0
         return self.best if self.since < self.interval else not self.best
 
