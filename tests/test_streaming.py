@@ -80,3 +80,24 @@ def test_cache_too_small_for_a_round_is_a_clear_error(pair):
         build_decoder("streaming_linear", pair.target, pair.draft, k=4)
     with pytest.raises(ValueError, match="streaming_"):
         build_decoder("linear", pair.target, pair.draft, k=4, cache_size=64)
+
+
+def windowed_greedy(model, prompt: list[int], tokens: list[int], sink: int, window: int) -> list[int]:
+    """The greedy choice after every position of prompt + tokens from one uncached forward with the sink+window mask."""
+    seq = torch.tensor(prompt + tokens)
+    i = torch.arange(seq.numel())
+    visible = (i[None] <= i[:, None]) & ((i[None] < sink) | (i[None] > i[:, None] - window))
+    with torch.inference_mode():
+        logits = model(input_ids=seq[None], attention_mask=kv.additive_mask(visible, model.dtype)).logits[0]
+    return logits.argmax(-1)[len(prompt) - 1 : -1].tolist()
+
+
+def test_window_shorter_than_a_round_matches_the_windowed_reference(pair64):
+    """A prompt chunk of `lookahead` (15) tokens is longer than the window (12): each query still sees only its own."""
+    tree = build_decoder("streaming_tree", pair64.target, pair64.draft, cache_size=30, depth=3, branch=2)
+    ar = build_decoder("streaming_ar", pair64.target, cache_size=30 - tree.lookahead + 1)
+    assert tree.window == ar.window == 12 < tree.lookahead
+    for prompt in random_prompts(12, seed=5, lengths=(1, 60)):
+        out = tree.generate(prompt, 24).tokens
+        assert out == ar.generate(prompt, 24).tokens
+        assert out == windowed_greedy(pair64.target, prompt, out, sink=4, window=12)

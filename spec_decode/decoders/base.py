@@ -357,9 +357,18 @@ class Decoder:
         if positions is None:
             positions = torch.arange(start, start + q, device=self.device)
         if block is None:
-            block = torch.ones(q, q, dtype=torch.bool, device=self.device).tril_()
+            block = self._causal_block(q, start)
         mask = kv.attention_mask(cache, positions, block, model.dtype)
         return self._forward(model, ids, cache, positions, mask, last_only)
+
+    def _causal_block(self, q: int, start: int) -> torch.Tensor:
+        """Each of q queries fed from `start` sees itself and the earlier ones; when streaming, only the sink and
+        those inside its window (a prompt chunk can be longer than the window)."""
+        block = torch.ones(q, q, dtype=torch.bool, device=self.device).tril_()
+        if self.cache_size is None:
+            return block
+        sink = torch.arange(start, start + q, device=self.device) < self.sink
+        return block.triu(1 - self.window) | (block & sink[None, :])
 
     def _feed_static(self, model: PreTrainedModel, cache: kv.StaticKVCache, ids: torch.Tensor, start: int,
                      positions: torch.Tensor | None, block: torch.Tensor | None, last_only: bool) -> torch.Tensor:
@@ -368,7 +377,7 @@ class Decoder:
         if positions is None:
             positions = torch.arange(start, start + q, device=self.device)
         if block is None:
-            block = torch.ones(q, q, dtype=torch.bool, device=self.device).tril_()
+            block = self._causal_block(q, start)
         rows = static.rows_for(q, self._blocks) if cache.length else q  # the prompt: eager, unpadded
         compiled = self._compiled is not None and rows in self._blocks and cache.length > 0
         keep_last = last_only and rows == q and not compiled  # compiled graphs always keep every row
