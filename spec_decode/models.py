@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
+    AttentionInterface,
     AutoModelForCausalLM,
     AutoTokenizer,
     GPTNeoXConfig,
@@ -22,13 +23,15 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerFast,
 )
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 # Attention backends that add an arbitrary 4D float mask (tree, streaming window) to the scores as is. Refused for
 # the masked methods: flash_attention_2/3/4 read a mask as a 2-D padding mask; the paged backends expect continuous
 # batching's paged cache and mask layout; Hub kernels are flash kernels; flex_attention indexes a 4D tensor as a
 # score_mod inside its compiled blocks and failed on our tree masks (index out of bounds, CPU, torch 2.13).
-MASK_BACKENDS = ("eager", "sdpa")
+SHARED_KV_SDPA = "sdpa_gqa"
+MASK_BACKENDS = ("eager", "sdpa", SHARED_KV_SDPA)
 DEFAULT_ATTENTION = "sdpa"
 TINY_EOS = "<|endoftext|>"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -123,6 +126,30 @@ class WeightLeftLinear(torch.nn.Linear):
         out = (out[:1] if padded else out).contiguous()
         out = out if self.bias is None else out + self.bias
         return out.reshape(*x.shape[:-1], self.out_features)
+
+
+def sdpa_gqa_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                       attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+                       is_causal: bool | None = None, **kwargs) -> tuple[torch.Tensor, None]:
+    """transformers' SDPA attention with grouped-query heads sharing K/V inside the kernel (`enable_gqa`) always.
+
+    Written by hand because transformers' `sdpa` copies K/V once per query head (`repeat_kv`) for a masked
+    multi-token query on CPU, the shape of every verification, and packs a single query (AR) into fewer heads: at a
+    1,200-token context the default target's forward of 1 / 4 / 16 tokens took 46 / 80 / 132 ms under `sdpa` and
+    41 / 59 / 113 ms with the kernel's own grouping (one interleaved run, 2-core AMD EPYC). Registered as the
+    backend `sdpa_gqa`.
+    """
+    causal = query.shape[2] > 1 and attention_mask is None and (getattr(module, "is_causal", True)
+                                                                if is_causal is None else is_causal)
+    if causal and key.shape[2] > query.shape[2]:  # prefill into an empty static cache, as transformers' sdpa does
+        key, value = key[:, :, : query.shape[2]], value[:, :, : query.shape[2]]
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling,
+                                         is_causal=causal, enable_gqa=query.shape[1] != key.shape[1])
+    return out.transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(SHARED_KV_SDPA, sdpa_gqa_attention)
+AttentionMaskInterface.register(SHARED_KV_SDPA, sdpa_mask)
 
 
 def use_weight_left_gemm(model: torch.nn.Module) -> None:

@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from spec_decode.decoders import build_decoder
+from spec_decode.decoders.base import forward
+from spec_decode.kv import new_cache
 from spec_decode.models import ModelLoadError, check_attention, load_pair, tiny_pair
 from tests.conftest import FAST, random_prompts, run_cli
 
@@ -20,7 +22,7 @@ def test_masked_methods_refuse_backends_without_4d_masks(backend, method):
         check_attention({"attn_implementation": backend}, ["ar", method])
 
 
-@pytest.mark.parametrize("backend", ["eager", "sdpa", None])
+@pytest.mark.parametrize("backend", ["eager", "sdpa", "sdpa_gqa", None])
 def test_mask_taking_backends_pass(backend):
     check_attention({"attn_implementation": backend}, ["ar", *MASKED])
 
@@ -42,17 +44,44 @@ def test_unknown_backend_is_one_clear_error():
 
 
 @pytest.mark.parametrize("arch", ["gpt_neox", "llama"])
-def test_eager_and_sdpa_give_the_same_exact_tokens(arch):
-    """float64: the tree's masked verification equals AR under either backend."""
+def test_mask_backends_give_the_same_exact_tokens(arch):
+    """float64: the tree's masked verification equals AR (and the streaming tree streaming AR) under each backend."""
     prompts = random_prompts(3, seed=17)
     outputs = {}
-    for backend in ("eager", "sdpa"):
+    for backend in ("eager", "sdpa", "sdpa_gqa"):
         pair = tiny_pair(arch, seed=1, dtype=torch.float64, attn_implementation=backend)
-        ar = [build_decoder("ar", pair.target).generate(p, 24).tokens for p in prompts]
         tree = build_decoder("tree", pair.target, pair.draft, depth=4, branch=2)
-        assert [tree.generate(p, 24).tokens for p in prompts] == ar
-        outputs[backend] = ar
-    assert outputs["eager"] == outputs["sdpa"]
+        streaming_tree = build_decoder("streaming_tree", pair.target, pair.draft, depth=3, branch=2, cache_size=30)
+        window_ar = {"cache_size": 30 - streaming_tree.lookahead + 1}  # the same window
+        ar, streaming_ar = ([build_decoder(name, pair.target, **params).generate(p, 24).tokens for p in prompts]
+                            for name, params in (("ar", {}), ("streaming_ar", window_ar)))
+        assert [tree.generate(p, 24).tokens for p in prompts] == ar, backend
+        if backend != "eager":  # llama's eager softmax runs in float32: windows of other slot counts round apart
+            assert [streaming_tree.generate(p, 24).tokens for p in prompts] == streaming_ar, backend
+        outputs[backend] = ar, streaming_ar
+    assert outputs["eager"] == outputs["sdpa"] == outputs["sdpa_gqa"]
+
+
+def test_sdpa_gqa_shares_kv_heads_in_the_kernel_with_the_same_logits(monkeypatch):
+    """float64: a masked 5-token forward after a cached prefix gives sdpa's logits, K/V passed with 2 heads for 4."""
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(query, key, *args, **kwargs):
+        calls.append((query.shape[1], key.shape[1], kwargs["enable_gqa"], kwargs["attn_mask"] is not None))
+        return sdpa(query, key, *args, **kwargs)
+
+    ids = torch.tensor(random_prompts(1, seed=3, lengths=(12, 12))[0])
+    logits = {}
+    for backend in ("sdpa", "sdpa_gqa"):
+        model = tiny_pair("llama", seed=2, dtype=torch.float64, attn_implementation=backend).target
+        if backend == "sdpa_gqa":
+            monkeypatch.setattr("spec_decode.models.F.scaled_dot_product_attention", spy)
+        cache = new_cache()
+        forward(model, ids[:7], cache)
+        logits[backend] = forward(model, ids[7:], cache)
+    assert torch.allclose(logits["sdpa"], logits["sdpa_gqa"], rtol=0, atol=1e-12)
+    assert calls[-1] == (4, 2, True, True)
 
 
 def test_cli_refuses_flash_attention_for_tree_before_loading(tmp_path):
