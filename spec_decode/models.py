@@ -137,7 +137,8 @@ def sdpa_gqa_attention(module, query: torch.Tensor, key: torch.Tensor, value: to
     multi-token query on CPU, the shape of every verification, and packs a single query (AR) into fewer heads: at a
     1,200-token context the default target's forward of 1 / 4 / 16 tokens took 46 / 80 / 132 ms under `sdpa` and
     41 / 59 / 113 ms with the kernel's own grouping (one interleaved run, 2-core AMD EPYC). Registered as the
-    backend `sdpa_gqa`.
+    backend `sdpa_gqa`. For CPUs: on CUDA, SDPA's fused kernels take `enable_gqa` only without a mask (so
+    transformers says), so masked verification there would fall to the math kernel.
     """
     causal = query.shape[2] > 1 and attention_mask is None and (getattr(module, "is_causal", True)
                                                                 if is_causal is None else is_causal)
