@@ -23,6 +23,12 @@ def ratio(b: dict, num: str, den: str, goal: str) -> None:
         print(f"  {b[num][0]} / {b[den][0]} = {b[num][1] / b[den][1]:.3f}  ({goal})")
 
 
+def worst_error(errors: pd.Series) -> float:
+    """The prediction error (predicted / measured decode tokens/s - 1) farthest from 0, with its sign."""
+    errors = errors.dropna()
+    return errors.loc[errors.abs().idxmax()] if len(errors) else float("nan")
+
+
 def main(path: str = "results/bench") -> None:
     df = load_results(path)
     if df.empty:
@@ -54,9 +60,8 @@ def main(path: str = "results/bench") -> None:
         if "time_share.overhead" in run:
             print(f"  largest harness overhead share: {run['time_share.overhead'].max():.3f}  (goal 4: <= 0.10)")
         if "budget_prediction_error" in run:
-            errors = run["budget_prediction_error"].dropna()  # predicted / measured decode tokens/s - 1
-            worst = errors.loc[errors.abs().idxmax()] if len(errors) else float("nan")
-            print(f"  cost-model prediction error: {worst:+.3f}  (goal 5: within 0.15)")
+            print(f"  cost-model prediction error: {worst_error(run['budget_prediction_error']):+.3f}"
+                  "  (goal 5: within 0.15)")
 
 
 if __name__ == "__main__":

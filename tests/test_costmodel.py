@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
+import math
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from spec_decode import costmodel
 from spec_decode.bench import Protocol, run_method
 from spec_decode.data import Prompt
 from spec_decode.decoders import build_decoder
-from tests.conftest import random_prompts
+from tests.conftest import ROOT, random_prompts
 
 
 def traced_samples(pair, **params) -> list[dict]:
@@ -84,3 +88,12 @@ def test_online_cost_gives_no_answer_while_a_feature_never_varied():
     cost = costmodel.OnlineCost()
     online_rounds(cost, [3])  # the draft always ran 3 forwards: its cost cannot be told from the base
     assert cost.rounds == 40 and cost.coefficients() is None
+
+
+def test_bench_ratios_reports_the_worst_prediction_error_with_its_sign():
+    spec = importlib.util.spec_from_file_location("bench_ratios", ROOT / "scripts" / "bench_ratios.py")
+    bench_ratios = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_ratios)
+    assert bench_ratios.worst_error(pd.Series([0.05, -0.178, None, 0.1])) == -0.178
+    assert bench_ratios.worst_error(pd.Series([0.02, 0.12])) == 0.12
+    assert math.isnan(bench_ratios.worst_error(pd.Series([None], dtype=float)))
