@@ -44,7 +44,7 @@ class SinkCache(DynamicCache):
         """Bool `(queries, slots)`: which of the first `slots` slots each query may attend to."""
         index = torch.arange(slots, device=query_positions.device)
         positions = torch.where(index < self.sink, index, index + self.evicted)
-        return (positions < self.sink) | (positions[None, :] > query_positions[:, None] - self.window)
+        return in_window(query_positions, positions, self.sink, self.window)
 
 
 class _SlotLayer(StaticLayer):
@@ -87,6 +87,11 @@ class StaticKVCache(Cache):
             raise ValueError(f"static cache length {length} outside [0, {self.capacity}]")
         self.length = length
         self.start.fill_(length)
+
+
+def in_window(query_positions: torch.Tensor, key_positions: torch.Tensor, sink: int, window: int) -> torch.Tensor:
+    """Bool `(queries, keys)`, the StreamingLLM rule: a key is seen if it is a sink or inside the query's window."""
+    return (key_positions[None, :] < sink) | (key_positions[None, :] > query_positions[:, None] - window)
 
 
 def new_cache(sink: int | None = None, window: int | None = None) -> DynamicCache:

@@ -367,8 +367,8 @@ class Decoder:
         block = torch.ones(q, q, dtype=torch.bool, device=self.device).tril_()
         if self.cache_size is None:
             return block
-        sink = torch.arange(start, start + q, device=self.device) < self.sink
-        return block.triu(1 - self.window) | (block & sink[None, :])
+        positions = torch.arange(start, start + q, device=self.device)
+        return block & kv.in_window(positions, positions, self.sink, self.window)
 
     def _feed_static(self, model: PreTrainedModel, cache: kv.StaticKVCache, ids: torch.Tensor, start: int,
                      positions: torch.Tensor | None, block: torch.Tensor | None, last_only: bool) -> torch.Tensor:
