@@ -24,7 +24,7 @@ from transformers.cache_utils import Cache, StaticLayer
 from spec_decode.decoders.base import Clock, Decoder, GenerationStats, Round, StopIds, finite, stop_set
 from spec_decode.decoders.linear import LinearDecoder
 from spec_decode.decoders.tree import TreeDecoder
-from spec_decode.lookup import retrieve_continuations
+from spec_decode.lookup import Continuations, retrieve_continuations
 from spec_decode.sampling import GREEDY, Sampling
 from spec_decode.tree import TokenTree, level_slots, max_tree_nodes
 
@@ -451,7 +451,7 @@ class BatchedTreeDecoder(_BatchedSpeculative):
     def _round(self, stats):
         chains = self._chains()
         fed = self._grow(stats, chains)
-        for tree, (tokens, counts) in zip(self.trees, chains or [], strict=False):
+        for tree, (tokens, counts, _) in zip(self.trees, chains or [], strict=False):
             tree.graft_all(tokens, counts)  # after the draft's levels: never fed to the draft
         counts = torch.stack([tree.live[: tree.size].sum() for tree in self.trees]).tolist()  # one host read
         sizes = [tree.compact(n) for tree, n in zip(self.trees, counts, strict=True)]
@@ -475,7 +475,7 @@ class BatchedTreeDecoder(_BatchedSpeculative):
         self._commit(emitted, [a + 1 for a in accepted])
         return tokens, [n - 1 for n in sizes], accepted
 
-    def _chains(self) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    def _chains(self) -> list[Continuations] | None:
         """With lookup: per row, its context's n-gram continuations (tokens, real counts), as at batch 1."""
         if not self.lookup:
             return None
@@ -499,7 +499,7 @@ class BatchedTreeDecoder(_BatchedSpeculative):
                 break
             if d == 1 and chains is not None and self.lookup_first:
                 allow = [~((counts[0] > 0) & (tokens[0, 0] == tree.tokens[level.start]) & tree.live[level.start])
-                         for tree, level, (tokens, counts) in zip(self.trees, levels, chains, strict=True)]
+                         for tree, level, (tokens, counts, _) in zip(self.trees, levels, chains, strict=True)]
             stops = [tree.stalled(level) if a is None else tree.stalled(level) | ~a
                      for tree, level, a in zip(self.trees, levels, allow, strict=True)]
             if all(torch.stack(stops).tolist()):

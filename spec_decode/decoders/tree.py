@@ -165,7 +165,7 @@ class TreeDecoder(SpeculativeDecoder):
         plan = plan or (self.split.plan() if self.budget_split else self.caps)
         chains = None
         if plan["lookup"]:
-            chains, counts = retrieve_continuations(self.committed[: self.length], self.ngram,
+            chains, counts, _ = retrieve_continuations(self.committed[: self.length], self.ngram,
                                                     min(self.lookup, remaining - 1), self.lookup_branches)
             chains = (chains, counts.clamp(max=plan["lookup"]))
         drafting = plan["draft"] > 0
