@@ -332,7 +332,8 @@ def record(m: Measurement, memory: dict, watched: dict | None = None) -> dict:
     if m.calibration:
         measured = sum(s["new_tokens"] - 1 for s in m.samples) / sum(s["seconds"] - s["ttft_s"] for s in m.samples)
         m.calibration["measured_decode_tokens_per_s"] = measured
-        m.calibration["prediction_error"] = m.calibration["choice"]["tokens_per_s"] / measured - 1
+        predicted = m.calibration["choice"]["tokens_per_s_with_fallback" if m.decoder.fallback else "tokens_per_s"]
+        m.calibration["prediction_error"] = predicted / measured - 1
         run["calibration"] = m.calibration
     return run
 
@@ -362,6 +363,9 @@ def calibrate_budget(pair: ModelPair, name: str, params: dict, prompts: list[Pro
     depths = [d for d in CALIBRATION_DEPTHS if d <= params["depth"]]
     caps = [c for c in CALIBRATION_CAPS if c <= params["max_nodes"]] or [params["max_nodes"]]
     choice = costmodel.choose_budget(model, traces, depths, caps)
+    by_prompt = [s["trace"] for s in samples]
+    choice["tokens_per_s_with_fallback"] = costmodel.rate_with_fallback(model, by_prompt, choice["depth"],
+                                                                        choice["max_nodes"])
     return {"cost_model": model.to_dict(), "choice": choice, "rounds": len(traces),
             "probe": {"depth": params["depth"], "max_nodes": params["max_nodes"]}}
 

@@ -86,6 +86,19 @@ def choose_budget(model: CostModel, traces: list[dict], depths, caps) -> dict:
     return best
 
 
+def rate_with_fallback(model: CostModel, traces_by_prompt: list[list[dict]], depth: int, max_nodes: int) -> float:
+    """Predicted tokens/s of the (depth, max_nodes) tree when each prompt runs at the cheaper of its tree rounds and
+    AR steps (what the fallback does), an AR step priced at the fit's round time with no draft forward and no node."""
+    ar_step = float(model.round_time(np.zeros(1), np.zeros(1), np.zeros(1))[0])
+    tokens = seconds = 0.0
+    for traces in traces_by_prompt:
+        cut = np.asarray([truncated_round(t, depth, max_nodes) for t in traces], dtype=float).reshape(-1, 4)
+        emitted = float((cut[:, 3] + 1).sum())
+        tokens += emitted
+        seconds += min(float(model.round_time(cut[:, 0], cut[:, 1], cut[:, 2]).sum()), emitted * ar_step)
+    return tokens / seconds
+
+
 def _log_path_prob(trace: dict) -> np.ndarray:
     """Log path probability of every node (root 0): nodes are stored parents-first."""
     parents, probs = trace["parent"], np.log(np.maximum(np.asarray(trace["prob"], dtype=float), 1e-30))

@@ -155,8 +155,9 @@ def _show(flat: dict, key: str) -> str:
 _ABSENT = object()
 
 
-def environment(device: torch.device, dtype: str, machine: dict | None = None) -> dict:
-    """Versions, hardware, threads, host and git state: how the numbers were obtained; `machine`: cores and load."""
+def environment(device: torch.device, dtype: str, machine: dict | None = None, git: dict | None = None) -> dict:
+    """Versions, hardware, threads, host and git state: how the numbers were obtained; `machine`: cores and load;
+    `git`: the state taken when the run started (default: now), since a commit during a long run changes HEAD."""
     return {
         "packages": {name: _version(name) for name in PACKAGES},
         "python": platform.python_version(),
@@ -168,7 +169,7 @@ def environment(device: torch.device, dtype: str, machine: dict | None = None) -
         "dtype": dtype,
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
-        "git": _git_state(),
+        "git": git or git_state(),
         **({} if machine is None else {"machine": machine}),
     }
 
@@ -225,7 +226,8 @@ def _cpu_name() -> str:
     return platform.processor() or "cpu"
 
 
-def _git_state() -> dict:
+def git_state() -> dict:
+    """The checkout's HEAD commit and whether tracked files differ from it."""
     def git(*args: str) -> str | None:
         try:
             out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5,

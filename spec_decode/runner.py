@@ -54,6 +54,7 @@ def run(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Path:
         return out
     results.prepare_dir(out.parent)
     started_at = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    code = results.git_state()  # the code the run imports now, whatever is committed while it runs
     threads = set_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     probe_start = machine.counters()
@@ -63,7 +64,7 @@ def run(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Path:
     start = check_quiet(machine.probe(probe_start, cfg.busy_threshold), threads, cfg)
     pair = load_pair(cfg.model)
     runs = run_methods(pair, methods, prompts, protocol)
-    payload = _payload(requested, started_at, pair, prompts, runs, threads | {"start": start}) | {
+    payload = _payload(requested, started_at, pair, prompts, runs, threads | {"start": start}, code) | {
         "prompting": prompting}
     if batching:
         payload["batching"] = batching | {"not_batched": hf_batch_refusal(pair)}
@@ -130,10 +131,12 @@ def _print_lines(lines: list[str]) -> None:
         print(line)
 
 
-def _payload(config: dict, started_at: str, pair, prompts: list, runs: dict, host: dict | None = None) -> dict:
+def _payload(config: dict, started_at: str, pair, prompts: list, runs: dict, host: dict | None = None,
+             git: dict | None = None) -> dict:
     """The result file's content: what was asked, where and how it ran, the raw samples and their summary.
 
-    `host`: the thread choice and the start probe; the environment gets them with the cores and the load summary.
+    `host`: the thread choice and the start probe; the environment gets them with the cores and the load summary;
+    `git`: the checkout's state when the run started.
     """
     baseline = next(iter(runs.values()))
     threshold = config.get("busy_threshold", Protocol.busy_threshold)
@@ -145,7 +148,7 @@ def _payload(config: dict, started_at: str, pair, prompts: list, runs: dict, hos
         "started_at": started_at,
         "config": config,
         "environment": results.environment(pair.target.device, pair.info["dtype"],
-                                           _machine_environment(host, summary, threshold)),
+                                           _machine_environment(host, summary, threshold), git),
         "model": pair.info,
         "prompts": [{"text": p.text, "ids": p.ids, "category": p.category, "turns": p.turns} for p in prompts],
         "methods": runs,

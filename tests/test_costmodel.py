@@ -55,6 +55,15 @@ def test_truncation_of_real_traces_is_consistent(pair):
     assert 1 <= choice["depth"] <= 5 and choice["max_nodes"] in (1, 4, 16, 40) and choice["tokens_per_s"] > 0
 
 
+def test_the_fallback_aware_rate_prices_each_prompt_at_the_cheaper_of_its_tree_rounds_and_ar_steps():
+    model = costmodel.CostModel(draft=np.array([0.01, 0.0]), verify=np.array([0.05, 0.01]), other=np.zeros(2))
+    chain = {"depth": [0, 1, 2], "parent": [0, 0, 1], "prob": [1.0, 0.9, 0.9]}  # 2 draft forwards, 2 nodes: 0.09 s
+    paying = [chain | {"accepted": [0, 1, 2]}] * 10  # 30 tokens: 0.9 s as trees, 1.5 s as AR steps (0.05 s each)
+    failing = [chain | {"accepted": [0]}] * 10  # 10 tokens: 0.9 s as trees, 0.5 s as AR steps
+    assert costmodel.rate_with_fallback(model, [paying, failing], depth=2, max_nodes=2) == pytest.approx(40 / 1.4)
+    assert costmodel.choose_budget(model, paying + failing, [2], [2])["tokens_per_s"] == pytest.approx(40 / 1.8)
+
+
 def test_auto_budget_calibrates_then_measures(pair):
     prompts = [Prompt("", p) for p in random_prompts(3, seed=32)]
     params = {"depth": 6, "branch": 2, "threshold": 0.02, "max_nodes": 32, "budget": "auto"}

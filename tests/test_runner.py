@@ -75,6 +75,14 @@ def test_a_failed_write_saves_the_result_elsewhere_and_says_where(tmp_path, monk
     assert kept.parent == tmp_path / "fallback" and json.loads(kept.read_text()) == {"complete": True, "speedup": None}
 
 
+def test_the_result_records_the_code_the_run_started_with(tmp_path, monkeypatch):
+    states = iter([{"commit": "at start", "dirty": False}])
+    monkeypatch.setattr(results, "git_state", lambda: next(states, {"commit": "committed during the run"}))
+    out = run(compose_cfg("model=tiny", "dataset=builtin", "threads=1", "num_prompts=1", "repeats=1", "warmup=0",
+                          "max_new_tokens=4", "method=ar", f"results_dir={tmp_path}"))
+    assert results.read(out)["environment"]["git"] == {"commit": "at start", "dirty": False}
+
+
 def test_the_model_cache_build_says_what_it_is_doing(tmp_path, monkeypatch, capsys):
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "model.gguf").write_bytes(b"")
