@@ -22,8 +22,8 @@ setup: $(PY)
 run:
 	$(PY) run.py experiment=compare $(RUN_ARGS)
 
-# Spec-Bench on the default pair at CPU scale (2 prompts per category, 96 tokens a turn; 30 min on 2 cores where AR
-# runs 25.1 tok/s, with the 11 methods listed), then its leaderboard table and figure
+# Spec-Bench on the default pair at CPU scale (2 prompts per category, 96 tokens a turn; 46 min on 2 cores where AR
+# runs 18.0 tok/s, with the 12 methods listed), then its leaderboard table and figure
 # (figures/<pair>/table11_spec_bench.md, fig11_spec_bench.png). A committed result is never overwritten silently:
 # RUN_ARGS=overwrite=true replaces it.
 spec-bench:
