@@ -166,7 +166,7 @@ class TreeDecoder(SpeculativeDecoder):
         chains = None
         if plan["lookup"]:
             chains, counts, _ = retrieve_continuations(self.committed[: self.length], self.ngram,
-                                                    min(self.lookup, remaining - 1), self.lookup_branches)
+                                                       min(self.lookup, remaining - 1), self.lookup_branches)
             chains = (chains, counts.clamp(max=plan["lookup"]))
         drafting = plan["draft"] > 0
         first = (chains[0][0], chains[1][0]) if chains is not None and self.lookup_first else None
