@@ -109,43 +109,47 @@ def _log_path_prob(trace: dict) -> np.ndarray:
 
 
 class OnlineCost:
-    """The cost model's form fitted as a generation goes: round seconds = base + per draft forward + per verified node.
+    """The cost model's form fitted as a generation goes: round seconds = base + a cost per unit of each feature (the
+    tree's split: draft forwards and verified nodes; adaptive retrieval: verified nodes alone).
 
     Least squares over the rounds seen (weight `forget` on the past, so it follows drift), from the round times the
-    decode loop measures anyway (no extra sync); host-side numpy on a 3x3 system. No answer until `min_rounds` rounds
-    have varied both features apart (AR steps, probes and rounds without the draft do that).
+    decode loop measures anyway (no extra sync); host-side numpy on a tiny system. No answer until `min_rounds` rounds
+    have varied every feature (std >= `min_spread`) and apart (AR steps, probes and rounds without the draft do that).
     """
 
-    def __init__(self, forget: float = 0.97, min_rounds: int = 8):
-        self.forget, self.min_rounds = forget, min_rounds
+    def __init__(self, features: int = 2, forget: float = 0.97, min_rounds: int = 8, min_spread: float = 0.5):
+        self.features, self.forget, self.min_rounds, self.min_spread = features, forget, min_rounds, min_spread
         self.reset()
 
     def reset(self) -> None:
-        self.xtx, self.xty, self.rounds = np.zeros((3, 3)), np.zeros(3), 0
+        size = self.features + 1
+        self.xtx, self.xty, self.rounds = np.zeros((size, size)), np.zeros(size), 0
         self.seconds = self.tokens = 0.0
 
-    def observe(self, forwards: int, nodes: int, seconds: float, tokens: int) -> None:
-        """Take one round's draft forwards, verified nodes (root excluded), wall seconds and emitted tokens."""
-        x = np.array([1.0, forwards, nodes])
+    def observe(self, *features: float, seconds: float, tokens: float) -> None:
+        """Take one round's features (e.g. draft forwards, verified nodes with the root excluded), wall seconds and
+        emitted tokens."""
+        x = np.array([1.0, *features])
         self.xtx = self.forget * self.xtx + np.outer(x, x)
         self.xty = self.forget * self.xty + x * seconds
         self.seconds, self.tokens = self.forget * self.seconds + seconds, self.forget * self.tokens + tokens
         self.rounds += 1
 
     def coefficients(self) -> np.ndarray | None:
-        """(base, per forward, per node) seconds, each >= 0; None until the rounds seen tell the three apart."""
+        """(base, per unit of each feature) seconds, each >= 0; None until the rounds seen tell them apart."""
         if self.rounds < self.min_rounds or not self._identified():
             return None
-        ridge = 1e-9 * np.trace(self.xtx) * np.eye(3)
+        ridge = 1e-9 * np.trace(self.xtx) * np.eye(self.features + 1)
         return np.maximum(np.linalg.solve(self.xtx + ridge, self.xty), 0.0)
 
-    def _identified(self, min_spread: float = 0.5, max_correlation: float = 0.95) -> bool:
-        """Forwards and nodes each varied (std >= `min_spread`) and not in lockstep, so the fit can attribute time."""
+    def _identified(self, max_correlation: float = 0.95) -> bool:
+        """Every feature varied (std >= `min_spread`) and no two in lockstep, so the fit can attribute time."""
         weight = self.xtx[0, 0]
         mean = self.xtx[0, 1:] / weight
         cov = self.xtx[1:, 1:] / weight - np.outer(mean, mean)
         std = np.sqrt(np.maximum(np.diag(cov), 0.0))
-        return bool((std >= min_spread).all() and abs(cov[0, 1]) <= max_correlation * std[0] * std[1])
+        apart = np.abs(cov - np.diag(np.diag(cov))) <= max_correlation * np.outer(std, std)
+        return bool((std >= self.min_spread).all() and apart.all())
 
     def seconds_per_token(self) -> float:
         """Recent seconds per emitted token: what one more accepted token saves."""

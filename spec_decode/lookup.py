@@ -7,6 +7,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from spec_decode.costmodel import OnlineCost
+
 
 class Continuations(NamedTuple):
     """Retrieved continuations: `(branches, length)` tokens (padded), how many of each row are real (0: no match),
@@ -51,7 +53,7 @@ class LengthByMatch:
 
     Per match length n: p[n][j], the chance that the target accepts a continuation's j-th token once it accepted the
     first j - 1, as decayed counts (prior 1 of 2) over the rounds that verified j tokens or more. Per round: seconds =
-    base + per_node * nodes, least squares over recent rounds (AR steps included). The chosen length m maximises
+    base + per_node * nodes, an `OnlineCost` fit over recent rounds (AR steps included). The chosen length m maximises
     expected tokens (1 + sum_j prod_{i<=j} p[n][i]) over seconds (base + per_node * m * rows); m = 0 is a plain AR
     step. A match length whose best m is 0 is verified at its best positive m every `probe`-th time, so a changed
     text is noticed. Until the cost fit has seen both kinds of round, every round verifies the full length.
@@ -66,14 +68,12 @@ class LengthByMatch:
         self.passed = np.zeros((self.ngram + 1, self.lookup + 1))  # decayed counts, the prior (1 of 2) not included
         self.tried = np.zeros((self.ngram + 1, self.lookup + 1))
         self.skipped = np.zeros(self.ngram + 1, dtype=int)
-        self.xtx, self.xty = np.zeros((2, 2)), np.zeros(2)
+        # an answer once node counts varied (variance >= 0.5) enough to tell the base from the per-node cost
+        self.cost = OnlineCost(features=1, forget=self.forget, min_rounds=1, min_spread=0.5 ** 0.5)
 
     def costs(self) -> np.ndarray | None:
         """(base, per node) seconds, each >= 0; None until rounds with and without nodes have both been seen."""
-        weight = self.xtx[0, 0]
-        if weight < 1 or self.xtx[1, 1] * weight - self.xtx[0, 1] ** 2 < 0.5 * weight ** 2:
-            return None  # node counts have not varied enough (variance < 0.5) to tell base from per-node cost
-        return np.maximum(np.linalg.solve(self.xtx, self.xty), 0.0)
+        return self.cost.coefficients()
 
     def expected_tokens(self, matched: int) -> np.ndarray:
         """Expected emitted tokens when verifying m = 0..lookup tokens of a continuation found by a `matched` match."""
@@ -98,9 +98,7 @@ class LengthByMatch:
     def observe(self, matched: int, verified: int, accepted: int, nodes: int, seconds: float) -> None:
         """One round: its match length and verified continuation length (0: an AR step), tokens accepted, tree
         nodes (root excluded) and wall seconds."""
-        x = np.array([1.0, nodes])
-        self.xtx = self.forget * self.xtx + np.outer(x, x)
-        self.xty = self.forget * self.xty + x * seconds
+        self.cost.observe(nodes, seconds=seconds, tokens=accepted + 1)
         if verified == 0:
             return
         reached = min(accepted + 1, verified)  # positions 1..reached were tried; 1..accepted passed

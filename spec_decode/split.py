@@ -68,7 +68,7 @@ class SourceSplit:
 
     def observe(self, forwards: int, nodes: int, seconds: float, tokens: int) -> None:
         """After a round (or an AR step): its draft forwards, verified nodes, measured seconds and emitted tokens."""
-        self.cost.observe(forwards, nodes, seconds, tokens)
+        self.cost.observe(forwards, nodes, seconds=seconds, tokens=tokens)
         if forwards:
             self.draft_forwards += (1 - self.decay) * (forwards - self.draft_forwards)
 

@@ -78,7 +78,8 @@ def online_rounds(cost, forwards_choices, seed: int = 0, rounds: int = 40, noise
     rng = np.random.default_rng(seed)
     for _ in range(rounds):
         forwards, nodes = int(rng.choice(forwards_choices)), int(rng.integers(0, 13))
-        cost.observe(forwards, nodes, 0.05 + 0.01 * forwards + 0.003 * nodes + noise * rng.standard_normal(), 2)
+        cost.observe(forwards, nodes, seconds=0.05 + 0.01 * forwards + 0.003 * nodes + noise * rng.standard_normal(),
+                     tokens=2)
 
 
 def test_online_cost_recovers_the_round_cost_once_both_features_varied():
