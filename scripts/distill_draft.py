@@ -35,7 +35,7 @@ from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList, get
 
 from spec_decode.data import conversation_text
 from spec_decode.metrics import group_of
-from spec_decode.offline import cache_root, init_draft, load_draft, load_target, save_draft
+from spec_decode.offline import cache_root, init_draft, init_feature_draft, load_draft, load_target, save_draft
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -140,6 +140,7 @@ def teacher_forced_shard(model, pad_id: int, prompts: list[list[int]], continuat
         "continuations": continuations,
         "topk_values": [t.values.half() for t in top],
         "topk_indices": [t.indices.int() for t in top],
+        "features": [h[width - len(x) :].half() for h, x in zip(hidden, seqs, strict=True)],
     }
 
 
@@ -390,9 +391,10 @@ def load_split(folder: Path) -> list[dict]:
         shard = torch.load(path)
         fields = shard["prompts"], shard["continuations"], shard["topk_values"], shard["topk_indices"]
         categories = shard.get("categories") or [None] * len(shard["prompts"])
-        for p, c, v, i, category in zip(*fields, categories, strict=True):
+        features = shard.get("features") or [None] * len(shard["prompts"])
+        for p, c, v, i, category, f in zip(*fields, categories, features, strict=True):
             examples.append({"ids": torch.tensor(p + c), "start": len(p) - 1, "values": v, "indices": i.long(),
-                             "category": category})
+                             "category": category, "features": f})
     return examples
 
 
@@ -427,7 +429,14 @@ def collate(examples: list[dict], slot: torch.Tensor) -> dict:
         ids[row, : len(x)], attention[row, : len(x)] = x, 1
         scored[row, e["start"] : len(x)] = True
     targets = torch.cat([e["ids"][e["start"] + 1 :] for e in examples])
-    return {
+    if examples[0]["features"] is not None:  # feature draft: position t reads the target's hidden state at t - 1
+        features = torch.zeros(len(inputs), length, examples[0]["features"].shape[-1])
+        for row, e in enumerate(examples):
+            features[row, 1 : len(e["features"])] = e["features"][:-1].float()
+        extra = {"features": features, "feature_targets": torch.cat([e["features"][e["start"] :] for e in examples])}
+    else:
+        extra = {}
+    return extra | {
         "input_ids": ids,
         "attention_mask": attention,
         "scored": scored,
@@ -440,8 +449,19 @@ def collate(examples: list[dict], slot: torch.Tensor) -> dict:
 
 def shortlist_scores(draft, batch: dict) -> torch.Tensor:
     """Draft logits over its shortlist at the scored positions, `(n_scored, shortlist)`."""
-    hidden = draft.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-    return draft.lm_head.scores(hidden[batch["scored"]])
+    return draft.lm_head.scores(scored_hidden(draft, batch))
+
+
+def scored_hidden(draft, batch: dict) -> torch.Tensor:
+    """The draft's last hidden states at the scored positions (a feature draft reads the target's features)."""
+    if getattr(draft, "takes_features", False):
+        if "features" not in batch:
+            raise SystemExit("a feature draft needs the target's hidden states: rebuild the shards from committed "
+                             "responses (delete them and run generate again)")
+        hidden = draft.hidden(batch["input_ids"], batch["features"], attention_mask=batch["attention_mask"])
+    else:
+        hidden = draft.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    return hidden[batch["scored"]]
 
 
 def distill_loss(scores: torch.Tensor, batch: dict, soft_weight: float) -> torch.Tensor:
@@ -452,6 +472,17 @@ def distill_loss(scores: torch.Tensor, batch: dict, soft_weight: float) -> torch
     teacher = batch["soft_values"].masked_fill(~inside, float("-inf")).softmax(-1).nan_to_num(0.0)
     soft = -(teacher * logp.gather(1, batch["soft_slots"].clamp(min=0))).sum(-1).mean()
     return hard + soft_weight * soft
+
+
+def train_loss(draft, batch: dict, args) -> torch.Tensor:
+    """`distill_loss`; a feature draft adds a smooth-L1 regression to the target's hidden states and reads inputs
+    with uniform noise of +-`args.noise` (so it copes with its own predicted features deeper in a round), as EAGLE."""
+    if not getattr(draft, "takes_features", False):
+        return distill_loss(shortlist_scores(draft, batch), batch, args.soft_weight)
+    batch = batch | {"features": batch["features"] + args.noise * (2 * torch.rand_like(batch["features"]) - 1)}
+    hidden = scored_hidden(draft, batch)
+    regression = F.smooth_l1_loss(hidden, batch["feature_targets"].float())
+    return distill_loss(draft.lm_head.scores(hidden), batch, args.soft_weight) + args.feature_weight * regression
 
 
 def length_batches(examples: list[dict], size: int, rng: random.Random) -> list[list[dict]]:
@@ -474,6 +505,8 @@ def slot_table(shortlist: torch.Tensor, vocab_size: int) -> torch.Tensor:
 
 def new_draft(target, args, shortlist: torch.Tensor):
     """A draft over `shortlist`: target layers `args.layers`, or the layers and norm of the draft at `args.init`."""
+    if args.feature:
+        return init_feature_draft(target, args.target, shortlist, args.layers)
     if not args.init:
         return init_draft(target, args.target, shortlist, args.layers)
     start = load_draft(Path(args.init), target)
@@ -505,7 +538,7 @@ def cmd_train(args) -> None:
         draft.train()
         for step, examples_ in enumerate(batches):
             batch = collate(examples_, slot)
-            loss = distill_loss(shortlist_scores(draft, batch), batch, args.soft_weight)
+            loss = train_loss(draft, batch, args)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step(), sched.step(), opt.zero_grad()
@@ -552,11 +585,14 @@ def forward_ms(model, context: int = 100, repeats: int = 30) -> float:
     """Median time (ms) of one batch-1 forward of a single token with a KV cache of `context` tokens."""
     ids = torch.randint(100, 1000, (1, context + repeats))
     cache = DynamicCache(config=model.config)
-    model(ids[:, :context], cache=cache, use_cache=True)
+    states = torch.randn(1, context + repeats, model.config.hidden_size)  # what a feature draft reads besides ids
+    feature = getattr(model, "takes_features", False)
+    extra = (lambda i, j: {"features": states[:, i:j]}) if feature else (lambda i, j: {})
+    model(ids[:, :context], cache=cache, use_cache=True, **extra(0, context))
     times = []
     for i in range(context, context + repeats):
         t0 = time.perf_counter()
-        model(ids[:, i : i + 1], cache=cache, use_cache=True)
+        model(ids[:, i : i + 1], cache=cache, use_cache=True, **extra(i, i + 1))
         times.append(time.perf_counter() - t0)
     return 1e3 * sorted(times)[len(times) // 2]
 
@@ -618,6 +654,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     t.add_argument("--weight-decay", type=float, default=0.0)
     t.add_argument("--warmup", type=int, default=100)
     t.add_argument("--soft-weight", type=float, default=1.0)
+    t.add_argument("--feature", action="store_true", help="an EAGLE-style feature draft (reads the target's states)")
+    t.add_argument("--feature-weight", type=float, default=1.0, help="feature draft: weight of the state regression")
+    t.add_argument("--noise", type=float, default=0.1, help="feature draft: uniform noise on its input states")
     t.add_argument("--val-prompts", type=int, default=64, help="first prompts of each split held out for monitoring")
     t.add_argument("--train-prompts", type=json.loads, default=None,
                    help='JSON: use only the first N training prompts of a split, e.g. {"valid": 600}')

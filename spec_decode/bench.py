@@ -243,7 +243,7 @@ def prepare(pair: ModelPair, name: str, params: dict, prompts: list[Prompt], pro
             bar.set_description(f"budget calibration {label or name}")
         calibration = calibrate_budget(pair, name, params, prompts, protocol, bar)
         params |= {"depth": calibration["choice"]["depth"], "max_nodes": calibration["choice"]["max_nodes"]}
-    decoder = build_decoder(name, pair.target, pair.draft, **params)
+    decoder = build_decoder(name, pair.target, pair.draft_for(name), **params)
     decoder.profile = protocol.profile
     decoder.sampling = protocol.sampling
     decoder.trace_rounds = protocol.trace_rounds

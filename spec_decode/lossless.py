@@ -59,6 +59,7 @@ CASES = {
                                        "budget_split": True, **NO_FALLBACK}, budget=5),
     "recycling": Case("recycling", {"depth": 3, "branch": 4, "max_nodes": 12, **NO_FALLBACK}, budget=5),
     "retrieval": Case("retrieval", {"lookup": 4, "branches": 2, "ngram": 2, **NO_FALLBACK}, budget=5),
+    "eagle": Case("eagle", {"k": 3, **NO_FALLBACK}, budget=5),
     "streaming_linear": Case("streaming_linear", {"k": 2, "cache_size": 10, **STREAM}, budget=4),
     "streaming_tree": Case("streaming_tree", {"depth": 2, "branch": 2, "max_nodes": 4, "cache_size": 12, **STREAM},
                            budget=4),
@@ -245,7 +246,7 @@ def check(decoder, prompt: list[int], sampling: Sampling, draws: int, seed: int 
 def check_case(case: Case, pair: ModelPair, sampling: Sampling, draws: int, seed: int = 0,
                prompt: list[int] = PROMPT) -> TestResult:
     """`check` of one case's decoder on `pair`."""
-    decoder = build_decoder(case.method, pair.target, pair.draft, **case.knobs)
+    decoder = build_decoder(case.method, pair.target, pair.draft_for(case.method), **case.knobs)
     return check(decoder, prompt, sampling, draws, seed, case.budget)
 
 

@@ -33,6 +33,7 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 SHARED_KV_SDPA = "sdpa_gqa"
 MASK_BACKENDS = ("eager", "sdpa", SHARED_KV_SDPA)
 DEFAULT_ATTENTION = "sdpa"
+FEATURE_METHODS = frozenset({"eagle"})  # methods whose draft reads the target's hidden states
 TINY_EOS = "<|endoftext|>"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,6 +50,21 @@ class ModelPair:
     draft: PreTrainedModel
     tokenizer: Any
     info: dict = field(default_factory=dict)
+    feature_draft: PreTrainedModel | None = None  # an EAGLE-style draft (method eagle), where the config names one
+
+    def draft_for(self, method: str) -> PreTrainedModel | None:
+        """The draft `method` runs with: the feature draft for methods that read the target's states, else `draft`."""
+        if method not in FEATURE_METHODS:
+            return self.draft
+        if self.feature_draft is None:
+            raise ModelLoadError(f"method {method!r} needs a feature draft: set model.feature_draft to a folder "
+                                 "written by scripts/distill_draft.py train --feature")
+        return self.feature_draft
+
+    @property
+    def models(self) -> list[PreTrainedModel]:
+        """Every model of the pair (target, draft, and the feature draft when there is one)."""
+        return [m for m in (self.target, self.draft, self.feature_draft) if m is not None]
 
     @property
     def eos_token_id(self) -> int | None:
@@ -67,7 +83,7 @@ def load_pair(cfg: Mapping) -> ModelPair:
         raise ModelLoadError(f"cannot build the {source} pair with attn_implementation={attention}: "
                              f"{str(err).splitlines()[0]}") from err
     weight_left = weight_left_gemm(cfg)
-    for model in (pair.target, pair.draft):
+    for model in pair.models:
         model.to(device).eval()
         _pin_attention(model, attention)
         if weight_left:
@@ -76,6 +92,8 @@ def load_pair(cfg: Mapping) -> ModelPair:
                   "weight_left_gemm": weight_left,
                   "device": str(device), "attn_implementation": attention, "target_parameters": _count(pair.target),
                   "draft_parameters": _count(pair.draft)}
+    if pair.feature_draft is not None:
+        pair.info["feature_draft_parameters"] = _count(pair.feature_draft)
     return pair
 
 
@@ -88,7 +106,7 @@ def _build(source: str, cfg: Mapping, dtype: torch.dtype, device: torch.device, 
         return _hub_pair(cfg["target"], cfg["draft"], cfg.get("tokenizer") or cfg["target"], dtype, attention,
                          trust_remote_code=cfg.get("trust_remote_code", False))
     if source == "gguf":
-        return _gguf_pair(cfg["package"], cfg["gguf_file"], cfg["draft"], dtype)
+        return _gguf_pair(cfg["package"], cfg["gguf_file"], cfg["draft"], dtype, cfg.get("feature_draft"))
     raise ModelLoadError(f"unknown model source {source!r}; use 'tiny', 'random', 'hub' or 'gguf'")
 
 
@@ -231,20 +249,30 @@ def _refusing_custom_code(what: str):
                              "if you trust that repository, set model.trust_remote_code=true") from err
 
 
-def _gguf_pair(package: str, gguf_file: str, draft: str, dtype: torch.dtype) -> ModelPair:
-    """A GGUF target shipped in a Python package (dequantised, cached) and the project's distilled draft."""
+def _gguf_pair(package: str, gguf_file: str, draft: str, dtype: torch.dtype,
+               feature_draft: str | None = None) -> ModelPair:
+    """A GGUF target shipped in a Python package (dequantised, cached), the project's distilled draft, and its
+    feature draft when named."""
     from spec_decode import offline
 
-    draft_path = Path(draft) if Path(draft).is_absolute() else PROJECT_ROOT / draft
-    if not (draft_path / "config.json").is_file():
-        raise ModelLoadError(f"draft weights not found at {draft_path}; make them with scripts/distill_draft.py")
+    paths = [_draft_path(d) for d in (draft, feature_draft) if d]
     try:
         target, tokenizer = offline.load_gguf_target(package, gguf_file, dtype=dtype)
     except FileNotFoundError as err:
         raise ModelLoadError(str(err)) from err
-    draft_model = offline.load_draft(draft_path, target, dtype=dtype)
-    return ModelPair(target, draft_model, tokenizer, {"source": "gguf", "target": f"{package}/{gguf_file}",
-                                                      "draft": str(draft)})
+    drafts = [offline.load_draft(path, target, dtype=dtype) for path in paths]
+    info = {"source": "gguf", "target": f"{package}/{gguf_file}", "draft": str(draft)}
+    if feature_draft:
+        info["feature_draft"] = str(feature_draft)
+    return ModelPair(target, drafts[0], tokenizer, info, drafts[1] if feature_draft else None)
+
+
+def _draft_path(draft: str) -> Path:
+    """A draft folder (relative: to the project root), checked to hold a saved model."""
+    path = Path(draft) if Path(draft).is_absolute() else PROJECT_ROOT / draft
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"draft weights not found at {path}; make them with scripts/distill_draft.py")
+    return path
 
 
 def tiny_pair(arch: str = "gpt_neox", seed: int = 0, dtype: torch.dtype = torch.float32,
@@ -265,11 +293,36 @@ def tiny_pair(arch: str = "gpt_neox", seed: int = 0, dtype: torch.dtype = torch.
     draft_config.num_hidden_layers = 1
     draft = model_class(draft_config)
     draft.load_state_dict({k: v for k, v in target.state_dict().items() if k in draft.state_dict()})
-    for model in (target, draft):
+    feature_draft = tiny_feature_draft(target, arch)
+    for model in (target, draft, feature_draft):
         model.to(dtype)
         model.generation_config.pad_token_id = tokenizer.eos_token_id
         model.generation_config.eos_token_id = tokenizer.eos_token_id
-    return ModelPair(target, draft, tokenizer, {"source": "tiny", "arch": arch, "seed": seed})
+    return ModelPair(target, draft, tokenizer, {"source": "tiny", "arch": arch, "seed": seed}, feature_draft)
+
+
+def tiny_feature_draft(target: PreTrainedModel, arch: str, feature_scale: float = 0.01) -> PreTrainedModel:
+    """A one-layer feature draft of a tiny target, over its whole vocabulary: a Llama target's first layer and
+    final norm (random layers for GPT-NeoX), reading its token's embedding plus `feature_scale` x the target state."""
+    from spec_decode import offline
+
+    t = target.config
+    config = LlamaConfig(vocab_size=t.vocab_size, hidden_size=t.hidden_size, intermediate_size=t.intermediate_size,
+                         num_hidden_layers=1, num_attention_heads=t.num_attention_heads, num_key_value_heads=2,
+                         max_position_embeddings=t.max_position_embeddings, initializer_range=0.3,
+                         eos_token_id=t.eos_token_id, bos_token_id=t.bos_token_id,
+                         attn_implementation=t._attn_implementation, shortlist_size=t.vocab_size, feature_draft=True)
+    draft = offline.FeatureDraftForCausalLM(config)
+    draft.lm_head.shortlist.copy_(torch.arange(t.vocab_size))
+    if arch == "llama":
+        draft.model.layers[0].load_state_dict(target.model.layers[0].state_dict())
+        draft.model.norm.load_state_dict(target.model.norm.state_dict())
+    with torch.no_grad():
+        eye = torch.eye(t.hidden_size)
+        draft.fc.weight.copy_(torch.cat([eye, feature_scale * eye], 1))
+        draft.fc.bias.zero_()
+    draft.attach_target(target)
+    return draft.eval()
 
 
 def _tiny_config(arch: str, vocab_size: int, eos_token_id: int, attn_implementation: str):

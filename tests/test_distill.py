@@ -100,6 +100,32 @@ def test_teacher_forced_shard_matches_generation(tiny_target):
             assert torch.allclose(a.double(), b.double(), atol=1e-2)
 
 
+def test_feature_shards_hold_the_target_states_and_batches_shift_them_by_one(tiny_target, tmp_path):
+    """A rebuilt shard keeps the target's last hidden state at every fed position; a batch feeds position t the
+    state at t - 1 (zeros at 0), regresses on the states at the scored positions, and trains the feature path."""
+    model, tokenizer = tiny_target
+    prompts, continuations = [[5, 6, 7, 8, 9], [10, 11]], [[20, 21, 22], [23, 24, 25, 26]]
+    shard = distill.teacher_forced_shard(model, tokenizer.pad_token_id, prompts, continuations, k=2)
+    for p, c, f in zip(prompts, continuations, shard["features"], strict=True):
+        expected = model(torch.tensor([p + c[:-1]]), output_hidden_states=True).hidden_states[-1][0]
+        torch.testing.assert_close(f.double(), expected, atol=2e-2, rtol=1e-2)  # stored in float16
+    (tmp_path / "split").mkdir()
+    torch.save(shard, tmp_path / "split" / "shard_00000.pt")
+    examples = distill.load_split(tmp_path / "split")
+    batch = distill.collate(examples, torch.arange(model.config.vocab_size))
+    for row, e in enumerate(examples):
+        n = len(e["ids"]) - 1
+        assert not batch["features"][row, 0].any()
+        assert torch.equal(batch["features"][row, 1:n], e["features"][:-1].float())
+    assert len(batch["feature_targets"]) == len(batch["targets"]) == 7
+    from spec_decode.models import tiny_feature_draft
+
+    draft = tiny_feature_draft(model, "llama").float()
+    args = distill.parse_args(["train", "--feature"])
+    distill.train_loss(draft, batch, args).backward()
+    assert draft.fc.weight.grad[:, model.config.hidden_size :].abs().sum() > 0
+
+
 def test_generate_reuses_committed_responses(tiny_target, tmp_path, monkeypatch):
     prompts = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14], [15]]
     monkeypatch.setattr(distill, "load_target", lambda spec: tiny_target)

@@ -52,7 +52,8 @@ from tests.conftest import ROOT
 
 DRAWS = 700
 BUG_DRAWS = 500
-TESTED = ["ar", "linear_k4", "linear_k1", "tree", "tree_lookup_recycle", "recycling", "retrieval", "streaming_linear"]
+TESTED = ["ar", "linear_k4", "linear_k1", "tree", "tree_lookup_recycle", "recycling", "retrieval", "streaming_linear",
+          "eagle"]
 
 
 @pytest.fixture(scope="module")

@@ -127,8 +127,12 @@ def forward(
     position_ids: torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
     last_only: bool = False,
-) -> torch.Tensor:
-    """One cached forward of a 1-D run of token ids; returns logits `(len(ids) or 1, vocab)`."""
+    features: torch.Tensor | None = None,
+    keep_hidden: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """One cached forward of a 1-D run of token ids; returns logits `(len(ids) or 1, vocab)`, and with
+    `keep_hidden` also the last hidden states `(len(ids), hidden)`. `features`: a feature draft's input states."""
+    extra = {} if features is None else {"features": features[None]}
     out = model(
         input_ids=ids[None],
         cache=cache,
@@ -136,8 +140,10 @@ def forward(
         attention_mask=mask,
         use_cache=True,
         logits_to_keep=1 if last_only else 0,
+        output_hidden_states=keep_hidden,
+        **extra,
     )
-    return out.logits[0]
+    return (out.logits[0], out.hidden_states[-1][0]) if keep_hidden else out.logits[0]
 
 
 class Fallback:
@@ -223,6 +229,7 @@ class Decoder:
     fallback: bool | None = None  # speculative methods: may take plain AR steps where they are faster (None: no knob)
     counts_nodes = False  # tree methods: every round records its verified nodes (an AR step: 0)
     drafts = False  # a draft model catches up in the first speculative round after AR steps
+    keeps_hidden = False  # every forward leaves its last hidden states in `last_hidden` (feature drafts read them)
     sampling: Sampling = GREEDY  # temperature / top-p / top-k; each sampled generation seeds `generator` afresh
 
     def __init__(self, target: PreTrainedModel, cache_size: int | None = None, sink: int = 4):
@@ -231,6 +238,7 @@ class Decoder:
         self.clock = Clock(self.device)
         self.cache_size, self.sink = cache_size, sink
         self._forward_s = {"target": 0.0, "draft": 0.0}
+        self.last_hidden: dict[str, torch.Tensor] = {}
         self._static, self._static_caches, self._compiled = False, {}, None
         self.chooser = Fallback(settle=self.drafts)
         self.generator = torch.Generator(self.device)
@@ -347,19 +355,20 @@ class Decoder:
 
     def _feed(self, model: PreTrainedModel, cache: DynamicCache, ids: torch.Tensor, start: int,
               positions: torch.Tensor | None = None, block: torch.Tensor | None = None,
-              last_only: bool = False) -> torch.Tensor:
-        """Feed `ids` at `positions` (default start, start+1, ...) seeing `block` (default causal) of the newest."""
+              last_only: bool = False, features: torch.Tensor | None = None) -> torch.Tensor:
+        """Feed `ids` at `positions` (default start, start+1, ...) seeing `block` (default causal) of the newest;
+        `features`: a feature draft's input states, one row per id (dynamic caches only)."""
         if self._static:
             return self._feed_static(model, cache, ids, start, positions, block, last_only)
         if block is None and self.cache_size is None:
-            return self._forward(model, ids, cache, None, None, last_only)
+            return self._forward(model, ids, cache, None, None, last_only, features=features)
         q = ids.numel()
         if positions is None:
             positions = torch.arange(start, start + q, device=self.device)
         if block is None:
             block = self._causal_block(q, start)
         mask = kv.attention_mask(cache, positions, block, model.dtype)
-        return self._forward(model, ids, cache, positions, mask, last_only)
+        return self._forward(model, ids, cache, positions, mask, last_only, features=features)
 
     def _causal_block(self, q: int, start: int) -> torch.Tensor:
         """Each of q queries fed from `start` sees itself and the earlier ones; when streaming, only the sink and
@@ -391,17 +400,19 @@ class Decoder:
 
     def _forward(self, model: PreTrainedModel, ids: torch.Tensor, cache: DynamicCache,
                  positions: torch.Tensor | None, mask: torch.Tensor | None, last_only: bool,
-                 compiled: bool = False) -> torch.Tensor:
+                 compiled: bool = False, features: torch.Tensor | None = None) -> torch.Tensor:
         """One model forward (its compiled version when `compiled`), timed per model when profiling."""
         run = model
         if compiled:
             torch.compiler.cudagraph_mark_step_begin()  # the previous replay's outputs are no longer read
             run = self._compiled[model]
-        if not self.profile:
-            return forward(run, ids, cache, positions, mask, last_only)
-        begin = self.clock.now()
-        logits = forward(run, ids, cache, positions, mask, last_only)
-        self._forward_s["target" if model is self.target else "draft"] += self.clock.now() - begin
+        role = "target" if model is self.target else "draft"
+        begin = self.clock.now() if self.profile else 0.0
+        logits = forward(run, ids, cache, positions, mask, last_only, features, self.keeps_hidden)
+        if self.keeps_hidden:
+            logits, self.last_hidden[role] = logits
+        if self.profile:
+            self._forward_s[role] += self.clock.now() - begin
         return logits
 
     def _feed_chunked(self, model: PreTrainedModel, cache: DynamicCache, ids: torch.Tensor, start: int) -> torch.Tensor:

@@ -65,9 +65,13 @@ class LinearDecoder(SpeculativeDecoder):
         checks = {"target": finite(logits), "draft": self.draft_ok}
         accepted, *tokens = self._read(torch.cat([agree[None], emitted]), checks, stats.rounds + 1)
         self._commit(emitted[: accepted + 1])
+        self._verified(base, accepted)
+        return Round(tokens[: accepted + 1], drafted=k, accepted=accepted)
+
+    def _verified(self, base: int, accepted: int) -> None:
+        """After a round's commit (`base`: its first drafted position): both caches keep the accepted drafts."""
         kv.rollback(self.target_cache, base + accepted)
         kv.rollback(self.draft_cache, base + accepted)
-        return Round(tokens[: accepted + 1], drafted=k, accepted=accepted)
 
     def _accept(self, logits: torch.Tensor, drafts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """How many drafts the target keeps, and its token after them (1-d): the longest prefix its argmax agrees
