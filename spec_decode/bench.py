@@ -349,7 +349,7 @@ def calibrate_budget(pair: ModelPair, name: str, params: dict, prompts: list[Pro
 
     The user's depth and max_nodes are the largest budget considered.
     """
-    probe = build_decoder(name, pair.target, pair.draft, **params)
+    probe = build_decoder(name, pair.target, pair.draft_for(name), **params)
     probe.profile, probe.trace_rounds = True, 10**9
     probe.fallback = False  # every profiled round a traced tree: the cost model pairs traces with round times
     probe.sampling = protocol.sampling  # acceptance as the measured run will see it

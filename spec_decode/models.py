@@ -33,7 +33,7 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 SHARED_KV_SDPA = "sdpa_gqa"
 MASK_BACKENDS = ("eager", "sdpa", SHARED_KV_SDPA)
 DEFAULT_ATTENTION = "sdpa"
-FEATURE_METHODS = frozenset({"eagle"})  # methods whose draft reads the target's hidden states
+FEATURE_METHODS = frozenset({"eagle", "eagle_tree"})  # methods whose draft reads the target's hidden states
 TINY_EOS = "<|endoftext|>"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

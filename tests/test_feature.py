@@ -13,41 +13,50 @@ from spec_decode.decoders.feature import FeatureLinearDecoder
 from spec_decode.models import ModelLoadError, tiny_pair
 from tests.conftest import assert_edge_cases_match_ar, random_prompts
 
-KNOBS = [{"k": 1}, {"k": 3}, {"k": 6}, {"k": 5, "confidence": 0.4}]
+KNOBS = [("eagle", {"k": 1}), ("eagle", {"k": 3}), ("eagle", {"k": 6}), ("eagle", {"k": 5, "confidence": 0.4}),
+         ("eagle_tree", {"depth": 4, "branch": 2}),
+         ("eagle_tree", {"depth": 6, "branch": 3, "threshold": 0.05, "max_nodes": 12}),
+         ("eagle_tree", {"depth": 5, "branch": 2, "max_nodes": 8, "lookup": 6, "ngram": 2, "lookup_first": True}),
+         ("eagle_tree", {"depth": 4, "branch": 2, "max_nodes": 8, "lookup": 4, "recycle": 4, "budget_split": True})]
 
 
-def eagle(pair, **knobs):
-    return build_decoder("eagle", pair.target, pair.draft_for("eagle"), **({"fallback": False} | knobs))
+def eagle(pair, method="eagle", **knobs):
+    return build_decoder(method, pair.target, pair.draft_for(method), **({"fallback": False} | knobs))
 
 
-@pytest.mark.parametrize("knobs", KNOBS, ids=str)
-def test_eagle_matches_ar_on_many_prompts(pair64, knobs):
-    decoder, ar = eagle(pair64, **knobs), build_decoder("ar", pair64.target)
+@pytest.mark.parametrize(("method", "knobs"), KNOBS, ids=str)
+def test_feature_methods_match_ar_on_many_prompts(pair64, method, knobs):
+    decoder, ar = eagle(pair64, method, **knobs), build_decoder("ar", pair64.target)
     for prompt in random_prompts(6, seed=11):
         assert decoder.generate(prompt, 40).tokens == ar.generate(prompt, 40).tokens
 
 
-def test_eagle_edge_cases_match_ar(pair64):
-    assert_edge_cases_match_ar(pair64, eagle(pair64, k=4), random_prompts(1, seed=5, lengths=(12, 20))[0])
+@pytest.mark.parametrize(("method", "knobs"), [("eagle", {"k": 4}), ("eagle_tree", {"depth": 6, "branch": 2})])
+def test_feature_methods_edge_cases_match_ar(pair64, method, knobs):
+    prompt = random_prompts(1, seed=5, lengths=(12, 20))[0]
+    assert_edge_cases_match_ar(pair64, eagle(pair64, method, **knobs), prompt)
 
 
-def test_eagle_with_fallback_matches_ar_in_float32(pair):
-    decoder, ar = eagle(pair, k=4, fallback=True), build_decoder("ar", pair.target)
+@pytest.mark.parametrize(("method", "knobs"), [("eagle", {"k": 4}), ("eagle_tree", {"depth": 4, "branch": 2})])
+def test_feature_methods_with_fallback_match_ar_in_float32(pair, method, knobs):
+    decoder, ar = eagle(pair, method, fallback=True, **knobs), build_decoder("ar", pair.target)
     for prompt in random_prompts(3, seed=7):
         assert decoder.generate(prompt, 32).tokens == ar.generate(prompt, 32).tokens
 
 
-def test_the_llama_feature_draft_gets_drafts_accepted():
+@pytest.mark.parametrize(("method", "knobs"), [("eagle", {"k": 4}), ("eagle_tree", {"depth": 4, "branch": 2})])
+def test_the_llama_feature_draft_gets_drafts_accepted(method, knobs):
     """The tiny Llama feature draft agrees often enough for the exactness tests to cover accepted runs."""
     pair = tiny_pair("llama", seed=1, dtype=torch.float64)
-    stats = [eagle(pair, k=4).generate(p, 40).stats for p in random_prompts(4, seed=3)]
-    assert sum(s.accepted for s in stats) >= 0.2 * sum(s.drafted for s in stats)
+    stats = [eagle(pair, method, **knobs).generate(p, 40).stats for p in random_prompts(4, seed=3)]
+    assert sum(s.accepted for s in stats) >= 0.5 * sum(s.rounds for s in stats)
 
 
-def test_every_catch_up_reads_the_target_state_of_the_position_before(pair64, monkeypatch):
+@pytest.mark.parametrize(("method", "knobs"), [("eagle", {"k": 3}), ("eagle_tree", {"depth": 4, "branch": 2})])
+def test_every_catch_up_reads_the_target_state_of_the_position_before(pair64, monkeypatch, method, knobs):
     """The draft's input at position p is the target's last hidden state at p - 1 (zeros at p = 0), as a single
     target forward over the finished text computes it."""
-    decoder = eagle(pair64, k=3)
+    decoder = eagle(pair64, method, **knobs)
     fed = []
     feed = decoder._feed
 
@@ -94,3 +103,29 @@ def test_a_saved_feature_draft_loads_as_one(tmp_path):
     ids, states = torch.tensor([[5, 6, 7]]), torch.randn(1, 3, pair.target.config.hidden_size)
     # saved in float16: the same logits up to its rounding
     torch.testing.assert_close(loaded(ids, states).logits, draft(ids, states).logits, atol=0.05, rtol=0.02)
+
+
+@pytest.mark.parametrize(("method", "knobs"), [("eagle", {"k": 4}), ("eagle_tree", {"depth": 4, "branch": 3})])
+def test_draft_steps_read_the_draft_predicted_state_of_their_parent(pair64, monkeypatch, method, knobs):
+    """Within a round every fed node reads a state the draft itself predicted one call before (a chain: the last
+    token's; a tree level: its parent's, which for the first level is the catch-up's last row)."""
+    decoder = eagle(pair64, method, **knobs)
+    calls = []
+    feed = decoder._feed
+
+    def spy(model, cache, ids, start, *args, features=None, **kwargs):
+        logits = feed(model, cache, ids, start, *args, features=features, **kwargs)
+        if model is decoder.draft:
+            calls.append((kwargs.get("last_only", False), features.clone(), decoder.last_hidden["draft"].clone()))
+        return logits
+
+    monkeypatch.setattr(decoder, "_feed", spy)
+    decoder.generate(random_prompts(1, seed=4, lengths=(8, 8))[0], 30)
+    steps = 0
+    for (_, _, before), (catch_up, features, _) in zip(calls, calls[1:], strict=False):
+        if catch_up:
+            continue
+        parents = before[-1:] if len(before) > 1 and method == "eagle" else before
+        assert all((parents == row).all(-1).any() for row in features)
+        steps += 1
+    assert steps > 5

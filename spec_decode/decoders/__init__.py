@@ -6,7 +6,7 @@ from transformers import PreTrainedModel
 
 from spec_decode.decoders.ar import AutoregressiveDecoder
 from spec_decode.decoders.base import Decoder, Generation, GenerationStats, NonFiniteLogitsError, Round
-from spec_decode.decoders.feature import FeatureLinearDecoder
+from spec_decode.decoders.feature import FeatureLinearDecoder, FeatureTreeDecoder
 from spec_decode.decoders.hf import HFAssistedDecoder, HFGreedyDecoder, HFLookupDecoder
 from spec_decode.decoders.linear import LinearDecoder
 from spec_decode.decoders.recycling import RecyclingDecoder
@@ -15,9 +15,9 @@ from spec_decode.decoders.tree import TreeDecoder
 
 DECODERS = {cls.name: cls for cls in (AutoregressiveDecoder, LinearDecoder, TreeDecoder, HFAssistedDecoder,
                                       HFGreedyDecoder, HFLookupDecoder, RecyclingDecoder,
-                                      RetrievalDecoder, FeatureLinearDecoder)}
+                                      RetrievalDecoder, FeatureLinearDecoder, FeatureTreeDecoder)}
 DECODERS |= {f"streaming_{name}": DECODERS[name] for name in ("ar", "linear", "tree")}
-NEEDS_DRAFT = {"linear", "tree", "hf_assisted", "streaming_linear", "streaming_tree", "eagle"}
+NEEDS_DRAFT = {"linear", "tree", "hf_assisted", "streaming_linear", "streaming_tree", "eagle", "eagle_tree"}
 
 
 def build_decoder(name: str, target: PreTrainedModel, draft: PreTrainedModel | None = None, **params):

@@ -199,11 +199,15 @@ class TreeDecoder(SpeculativeDecoder):
             stats.trace.append(tree.snapshot() | {"target_next": target_next[:n].tolist(),
                                                   "accepted": path[: accepted + 1].tolist(), "bonus": tokens[-1],
                                                   "plan": dict(plan)})
-        kv.keep_path(self.target_cache, root, path[: accepted + 1])
-        if drafting:
-            kv.keep_path(self.draft_cache, root, tree.slot[path[:in_draft]])  # the path's nodes the draft holds
+        self._verified(root, path, accepted, in_draft, drafting)
         self._commit(emitted[: accepted + 1])
         return Round(tokens, drafted=n - 1, accepted=accepted, nodes=n - 1, drafted_upto=drafted_upto)
+
+    def _verified(self, root: int, path: torch.Tensor, accepted: int, in_draft: int, drafting: bool) -> None:
+        """After verification: both caches keep the accepted path (the draft: the path's nodes it was fed)."""
+        kv.keep_path(self.target_cache, root, path[: accepted + 1])
+        if drafting:
+            kv.keep_path(self.draft_cache, root, self.tree.slot[path[:in_draft]])
 
     def _hang_recycled(self, depth: int, nodes: int) -> None:
         """Hang the `nodes` likeliest recycled rank paths (depth <= `depth`) from the root, filled from the table."""

@@ -14,7 +14,8 @@ COLORS = {
     "ar": "#555555",
     "hf_assisted": "#CC79A7",
     "linear": "#0072B2",
-    "eagle": "#0072B2",  # linear speculation too, with the feature draft (told apart by hatch)
+    "eagle": "#0072B2",  # linear and tree speculation with the feature draft (told apart by hatch)
+    "eagle_tree": "#D55E00",
     "tree": "#D55E00",
     "streaming_ar": "#999999",
     "streaming_linear": "#56B4E9",
@@ -26,7 +27,8 @@ COLORS = {
 }
 OTHER = ("#009E73", "#F0E442", "#000000")
 NAMES = {"ar": "AR", "hf_assisted": "HF assisted", "hf_greedy": "HF greedy", "hf_lookup": "HF prompt lookup",
-         "linear": "Linear", "eagle": "EAGLE-style linear", "tree": "Tree", "recycling": "Token Recycling", "retrieval": "Retrieval",
+         "linear": "Linear", "eagle": "EAGLE-style linear", "eagle_tree": "EAGLE-style tree", "tree": "Tree",
+         "recycling": "Token Recycling", "retrieval": "Retrieval",
          "streaming_ar": "Streaming AR", "streaming_linear": "Streaming Linear", "streaming_tree": "Streaming Tree"}
 COLUMN_WIDTH = 3.4  # inches: one column of a two-column paper
 PHASES = {"prefill": "#777777", "draft": "#56B4E9", "verify": "#D55E00", "other": "#DDDDDD"}
