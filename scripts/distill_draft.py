@@ -13,6 +13,8 @@ Example (the committed SmolLM2 draft; see models/smollm2-draft/MODEL_CARD.md for
 Generation is the slow part (hours on a CPU), so the target's responses are committed as token ids
 (models/smollm2-draft/responses/, `export`); on a new machine `generate` rebuilds every shard they cover with one
 teacher-forced target forward (its top-k logits) instead of generating it again, and generates only the rest.
+A rebuilt shard also keeps the target's last hidden states, which `train --feature` needs: an EAGLE-style feature
+draft (models/smollm2-eagle/MODEL_CARD.md) that reads them, trained with a regression to the target's next state.
 """
 
 from __future__ import annotations
