@@ -481,8 +481,18 @@ def train_loss(draft, batch: dict, args) -> torch.Tensor:
     with uniform noise of +-`args.noise` (so it copes with its own predicted features deeper in a round), as EAGLE."""
     if not getattr(draft, "takes_features", False):
         return distill_loss(shortlist_scores(draft, batch), batch, args.soft_weight)
-    batch = batch | {"features": batch["features"] + args.noise * (2 * torch.rand_like(batch["features"]) - 1)}
-    hidden = scored_hidden(draft, batch)
+    noisy = batch | {"features": batch["features"] + args.noise * (2 * torch.rand_like(batch["features"]) - 1)}
+    hidden = draft.hidden(noisy["input_ids"], noisy["features"], attention_mask=batch["attention_mask"])
+    loss = feature_loss(draft, hidden[batch["scored"]], batch, args)
+    if args.unroll:  # a second pass in which every position reads the first pass's prediction of the state before
+        own = torch.cat([torch.zeros_like(hidden[:, :1]), hidden[:, :-1].detach()], 1)
+        second = draft.hidden(batch["input_ids"], own, attention_mask=batch["attention_mask"])
+        loss = loss + feature_loss(draft, second[batch["scored"]], batch, args)
+    return loss
+
+
+def feature_loss(draft, hidden: torch.Tensor, batch: dict, args) -> torch.Tensor:
+    """`distill_loss` of a feature draft's predicted states + their smooth-L1 distance to the target's."""
     regression = F.smooth_l1_loss(hidden, batch["feature_targets"].float())
     return distill_loss(draft.lm_head.scores(hidden), batch, args.soft_weight) + args.feature_weight * regression
 
@@ -507,6 +517,11 @@ def slot_table(shortlist: torch.Tensor, vocab_size: int) -> torch.Tensor:
 
 def new_draft(target, args, shortlist: torch.Tensor):
     """A draft over `shortlist`: target layers `args.layers`, or the layers and norm of the draft at `args.init`."""
+    if args.feature and args.init:
+        draft = load_draft(Path(args.init), target)
+        if not torch.equal(draft.lm_head.shortlist, shortlist):
+            raise SystemExit(f"{args.init} was trained over another shortlist than this data gives")
+        return draft
     if args.feature:
         return init_feature_draft(target, args.target, shortlist, args.layers)
     if not args.init:
@@ -659,6 +674,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     t.add_argument("--feature", action="store_true", help="an EAGLE-style feature draft (reads the target's states)")
     t.add_argument("--feature-weight", type=float, default=1.0, help="feature draft: weight of the state regression")
     t.add_argument("--noise", type=float, default=0.1, help="feature draft: uniform noise on its input states")
+    t.add_argument("--unroll", action="store_true",
+                   help="feature draft: also train a pass that reads its own predicted states (later guesses)")
     t.add_argument("--val-prompts", type=int, default=64, help="first prompts of each split held out for monitoring")
     t.add_argument("--train-prompts", type=json.loads, default=None,
                    help='JSON: use only the first N training prompts of a split, e.g. {"valid": 600}')

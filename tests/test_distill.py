@@ -121,9 +121,12 @@ def test_feature_shards_hold_the_target_states_and_batches_shift_them_by_one(tin
     from spec_decode.models import tiny_feature_draft
 
     draft = tiny_feature_draft(model, "llama").float()
-    args = distill.parse_args(["train", "--feature"])
-    distill.train_loss(draft, batch, args).backward()
+    args = distill.parse_args(["train", "--feature", "--noise", "0"])
+    one_pass = distill.train_loss(draft, batch, args)
+    one_pass.backward()
     assert draft.fc.weight.grad[:, model.config.hidden_size :].abs().sum() > 0
+    unrolled = distill.train_loss(draft, batch, distill.parse_args(["train", "--feature", "--noise", "0", "--unroll"]))
+    assert unrolled > one_pass  # the second pass, reading the draft's own states, adds its loss
 
 
 def test_generate_reuses_committed_responses(tiny_target, tmp_path, monkeypatch):
