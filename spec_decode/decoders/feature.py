@@ -84,11 +84,7 @@ class FeatureLinearDecoder(FeatureStates, LinearDecoder):
     def _draft_feed(self, ids: torch.Tensor, start: int, stats: GenerationStats, positions: torch.Tensor | None = None,
                     block: torch.Tensor | None = None) -> torch.Tensor:
         """One draft step: its token with the draft's own predicted state of the position before."""
-        predicted = self.last_hidden["draft"][-1:]
-        logits = self._feed(self.draft, self.draft_cache, ids, start, positions, block, features=predicted)
-        stats.draft_forwards += 1
-        self.draft_ok = self.draft_ok & finite(logits)
-        return logits
+        return super()._draft_feed(ids, start, stats, positions, block, features=self.last_hidden["draft"][-1:])
 
 
 class FeatureTreeDecoder(FeatureStates, TreeDecoder):
@@ -114,10 +110,8 @@ class FeatureTreeDecoder(FeatureStates, TreeDecoder):
         tree, base = self.tree, self.length
         positions = torch.full((level.size,), base - 1 + depth, device=self.device)
         states = self._slot_states[tree.parents[level.start : level.end]]
-        logits = self._feed(self.draft, self.draft_cache, tree.tokens[level.start : level.end], base, positions,
-                            tree.block(level, 1), features=states)
-        stats.draft_forwards += 1
-        self.draft_ok = self.draft_ok & finite(logits)
+        logits = self._draft_feed(tree.tokens[level.start : level.end], base, stats, positions, tree.block(level, 1),
+                                  features=states)
         self._slot_states[level.start : level.end] = self.last_hidden["draft"]
         return logits
 

@@ -43,9 +43,10 @@ class SpeculativeDecoder(Decoder):
         return logits
 
     def _draft_feed(self, ids: torch.Tensor, start: int, stats: GenerationStats, positions: torch.Tensor | None = None,
-                    block: torch.Tensor | None = None) -> torch.Tensor:
-        """One draft forward within a round; its logits join the round's draft-finite flag."""
-        logits = self._feed(self.draft, self.draft_cache, ids, start, positions, block)
+                    block: torch.Tensor | None = None, features: torch.Tensor | None = None) -> torch.Tensor:
+        """One draft forward within a round (`features`: a feature draft's input states); its logits join the
+        round's draft-finite flag."""
+        logits = self._feed(self.draft, self.draft_cache, ids, start, positions, block, features=features)
         stats.draft_forwards += 1
         self.draft_ok = self.draft_ok & finite(logits)
         return logits
