@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList, get_cosine_schedule_with_warmup
 
-from spec_decode.data import conversation_text
+from spec_decode.data import conversation_text, stop_token_ids
 from spec_decode.metrics import group_of
 from spec_decode.offline import cache_root, init_draft, init_feature_draft, load_draft, load_target, save_draft
 
@@ -218,6 +218,13 @@ REQUEST_TEMPLATES = (
     "Discuss the historical and cultural significance of {topic}.",
     "Write a short essay on what {topic} tells us about the society around it.",
 )
+# The `magpie` split: openers the target's own user turns start with (in turn; "" = a free turn), so its requests
+# span Spec-Bench's kinds; the target writes the rest of each request.
+MAGPIE_STARTS = (
+    "", "", "", "", "Write", "Write a story", "Write a poem", "Imagine you are", "Act as", "Pretend", "Explain",
+    "Why", "How", "What", "Solve", "Calculate", "Write a Python", "Write a function", "Extract", "Summarize",
+    "Compare", "Describe", "Translate", "Suggest", "Help me", "Given",
+)
 
 
 def detokenize(text: str) -> str:
@@ -270,6 +277,46 @@ def cached_self_written(name: str, model, tokenizer, texts: list[str], args) -> 
     return json.loads(cached.read_text())
 
 
+def user_turn_prefix(tokenizer, start: str) -> list[int]:
+    """The chat template up to the user's text, then `start`: what the target continues to write a user turn."""
+    marker = "\x00"
+    text = conversation_text([marker], [], tokenizer, chat=True)
+    return tokenizer(text[: text.index(marker)] + start, add_special_tokens=False)["input_ids"]
+
+
+@torch.inference_mode()
+def sampled_user_turns(model, tokenizer, starts: list[str], args) -> list[str]:
+    """Magpie (Xu et al., 2024): the target samples the user's turn itself from the template's user prefix (plus an
+    opener); turns that do not end within `args.turn_tokens` or are shorter than 4 words are dropped."""
+    ends = stop_token_ids(tokenizer, chat=True)
+    turns = []
+    for i in range(0, len(starts), args.batch):
+        chunk = starts[i : i + args.batch]
+        enc = tokenizer.pad({"input_ids": [user_turn_prefix(tokenizer, s) for s in chunk]}, padding_side="left",
+                            return_tensors="pt")
+        out = model.generate(**enc, do_sample=True, temperature=1.0, top_p=0.95, max_new_tokens=args.turn_tokens,
+                             eos_token_id=ends, pad_token_id=tokenizer.pad_token_id)
+        for start, row in zip(chunk, out[:, enc["input_ids"].shape[1] :], strict=True):
+            ended = bool(torch.isin(row, torch.tensor(ends)).any())
+            text = (start + tokenizer.decode(row, skip_special_tokens=True)).strip()
+            turns.append(text if ended and len(text.split()) >= 4 else "")
+        log.info("user turns: %d/%d", len(turns), len(starts))
+    return turns
+
+
+def magpie_prompts(model, tokenizer, args) -> list[list[int]]:
+    """`args.magpie` user turns the target writes itself (seeded openers in turn, cached in the data folder)."""
+    torch.manual_seed(args.seed + 2)
+    starts = [MAGPIE_STARTS[i % len(MAGPIE_STARTS)] for i in range(args.magpie)]
+    cached, committed = data_dir(args) / "magpie_turns.json", Path(args.responses) / "magpie_turns.json"
+    if not cached.exists() and committed.exists():
+        shutil.copyfile(committed, cached)
+    if not cached.exists():
+        cached.write_text(json.dumps(sampled_user_turns(model, tokenizer, starts, args), indent=1))
+    turns = json.loads(cached.read_text())
+    return batch_order([chat_ids(tokenizer, t) for t in turns if t], args.seed, args.batch)
+
+
 def request_topics(path: Path) -> list[str]:
     """Article titles of a WikiText file and `title (section)` for each of their sections."""
     topics, title = [], None
@@ -282,7 +329,7 @@ def request_topics(path: Path) -> list[str]:
     return topics
 
 
-def request_prompts(tokenizer, args) -> list[list[int]]:
+def request_prompts(model, tokenizer, args) -> list[list[int]]:
     """`args.requests` requests from `REQUEST_TEMPLATES` (in turn) about seeded WikiText-valid topics and passages."""
     rng = random.Random(args.seed + 1)
     valid = Path(args.wikitext) / "valid.txt"
@@ -335,8 +382,9 @@ def data_dir(args) -> Path:
 
 def split_prompts(model, tokenizer, args) -> tuple[list[list[int]], list[str] | None]:
     """A split's prompt token lists in generation order, and their Spec-Bench categories (spec_bench only)."""
-    if args.split in ("chat", "requests"):
-        prompts = chat_prompts(model, tokenizer, args) if args.split == "chat" else request_prompts(tokenizer, args)
+    builders = {"chat": chat_prompts, "requests": request_prompts, "magpie": magpie_prompts}
+    if args.split in builders:
+        prompts = builders[args.split](model, tokenizer, args)
         return prompts[: args.max_prompts] if args.max_prompts else prompts, None
     if args.split == "spec_bench":
         return spec_bench_prompts(tokenizer, args.per_category)
@@ -380,9 +428,9 @@ def cmd_export(args) -> None:
     for split in args.splits:
         n = export_responses(data_dir(args) / split, out / f"{split}.npz", args.target)
         log.info("%s: %d target tokens -> %s", split, n, out / f"{split}.npz")
-    asked = data_dir(args) / "self_written.json"
-    if asked.exists():
-        shutil.copyfile(asked, out / "self_written.json")
+    for name in ("self_written.json", "magpie_turns.json"):
+        if (data_dir(args) / name).exists():
+            shutil.copyfile(data_dir(args) / name, out / name)
 
 
 # ---------------------------------------------------------------- training
@@ -431,7 +479,7 @@ def collate(examples: list[dict], slot: torch.Tensor) -> dict:
         ids[row, : len(x)], attention[row, : len(x)] = x, 1
         scored[row, e["start"] : len(x)] = True
     targets = torch.cat([e["ids"][e["start"] + 1 :] for e in examples])
-    if examples[0]["features"] is not None:  # feature draft: position t reads the target's hidden state at t - 1
+    if all(e["features"] is not None for e in examples):  # feature draft: position t reads the state at t - 1
         features = torch.zeros(len(inputs), length, examples[0]["features"].shape[-1])
         for row, e in enumerate(examples):
             features[row, 1 : len(e["features"])] = e["features"][:-1].float()
@@ -540,6 +588,8 @@ def cmd_train(args) -> None:
     rng = random.Random(args.seed)
     target, tokenizer = load_target(args.target)
     train, val = training_examples(args)
+    if args.feature and any(e["features"] is None for e in train + val):
+        raise SystemExit("train --feature needs the target's states: these splits have generated shards without them")
     text_ids = tokenizer(article_lines(Path(args.wikitext) / "valid.txt"), add_special_tokens=False)["input_ids"]
     shortlist = choose_shortlist(train, text_ids, args.shortlist, target.config.vocab_size)
     n_tokens = sum(len(e["values"]) for e in train)
@@ -649,7 +699,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--responses", default=str(RESPONSES), help="committed responses (token ids) that generate reuses")
     sub = p.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("generate", help="target greedy continuations + top-k logits, resumable shards")
-    g.add_argument("--split", default="valid", choices=["valid", "test", "chat", "requests", "spec_bench"])
+    g.add_argument("--split", default="valid", choices=["valid", "test", "chat", "requests", "magpie", "spec_bench"])
     g.add_argument("--batch", type=int, default=32)
     g.add_argument("--new-tokens", type=int, default=128)
     g.add_argument("--k", type=int, default=8)
@@ -658,6 +708,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--passages", type=int, default=1200, help="chat: WikiText-valid passages framed as tasks")
     g.add_argument("--asks", type=int, default=360, help="chat: passage questions + requests the target writes")
     g.add_argument("--requests", type=int, default=960, help="requests: templated Spec-Bench-kind requests")
+    g.add_argument("--magpie", type=int, default=1536, help="magpie: user turns the target samples itself")
+    g.add_argument("--turn-tokens", type=int, default=96, help="magpie: longest sampled user turn (tokens)")
     g.add_argument("--per-category", type=int, default=8, help="spec_bench: first-turn questions per category")
     g.set_defaults(func=cmd_generate)
     t = sub.add_parser("train", help="distil the draft from the generated valid-split data")
@@ -682,7 +734,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     t.add_argument("--out", default=str(ROOT / "models" / "smollm2-draft"))
     t.set_defaults(func=cmd_train)
     x = sub.add_parser("export", help="write the generated splits' responses (token ids) to --responses")
-    x.add_argument("--splits", nargs="+", default=["chat", "requests", "valid", "spec_bench", "test"])
+    x.add_argument("--splits", nargs="+", default=["chat", "requests", "magpie", "valid", "spec_bench", "test"])
     x.set_defaults(func=cmd_export)
     e = sub.add_parser("evaluate", help="test-split agreement, linear K=4 tokens/round, forward times")
     e.add_argument("--out", default=str(ROOT / "models" / "smollm2-draft"))

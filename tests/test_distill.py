@@ -75,10 +75,59 @@ def test_request_prompts_fill_every_template_with_valid_topics(tmp_path):
     passage = " ".join(["word"] * 50)
     (tmp_path / "valid.txt").write_text(f" = Homarus gammarus = \n = = Ecology = = \n {passage} \n")
     args = distill.parse_args(["--wikitext", str(tmp_path), "generate", "--split", "requests", "--requests", "40"])
-    texts = ["".join(map(chr, ids)) for ids in distill.request_prompts(CharTokenizer(), args)]
+    texts = ["".join(map(chr, ids)) for ids in distill.request_prompts(None, CharTokenizer(), args)]
     assert len(texts) == 40 and len(set(texts)) > len(distill.REQUEST_TEMPLATES)
     assert all("Homarus gammarus" in t or passage in t for t in texts)
     assert not any("{" in t for t in texts)
+
+
+class ScriptedModel:  # generate() appends fixed rows: one ended turn, one cut off, one ended but too short
+    def __init__(self, rows):
+        self.rows = rows
+
+    def generate(self, input_ids, attention_mask, **kwargs):
+        rows, self.rows = self.rows[: len(input_ids)], self.rows[len(input_ids) :]
+        return torch.cat([input_ids, torch.tensor(rows)], dim=1)
+
+
+def chat_byte_tokenizer():
+    from spec_decode.models import byte_tokenizer
+
+    tokenizer = byte_tokenizer()
+    tokenizer.chat_template = ("{% for m in messages %}<{{ m.role }}>{{ m.content }}{{ eos_token }}{% endfor %}"
+                               "{% if add_generation_prompt %}<assistant>{% endif %}")
+    return tokenizer
+
+
+def test_sampled_user_turns_keep_the_opener_and_drop_unfinished_or_short_turns():
+    tokenizer = chat_byte_tokenizer()
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+
+    def row(text, end):
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"] + ([eos] if end else [])
+        return ids + [pad] * (24 - len(ids))  # a turn that does not end fills every step
+
+    rows = [row(" a poem about the sea.", True), row(" a poem that never ends.", False), row(" it", True)]
+    args = distill.parse_args(["generate", "--split", "magpie", "--batch", "2", "--turn-tokens", "24"])
+    turns = distill.sampled_user_turns(ScriptedModel(rows), tokenizer, ["Write", "Write", "Do"], args)
+    assert turns == ["Write a poem about the sea.", "", ""]
+    prefix = tokenizer.decode(distill.user_turn_prefix(tokenizer, "Write"))
+    assert prefix == "<user>Write"
+
+
+def test_magpie_prompts_are_cached_and_reused(tmp_path, monkeypatch):
+    tokenizer = chat_byte_tokenizer()
+    args = distill.parse_args(["--data-dir", str(tmp_path), "--responses", str(tmp_path / "none"), "generate",
+                               "--split", "magpie", "--magpie", "30"])
+    seen = []
+    monkeypatch.setattr(distill, "sampled_user_turns", lambda m, t, starts, a: seen.append(starts) or
+                        [f"{s} request {i}".strip() if i % 3 else "" for i, s in enumerate(starts)])
+    first = distill.magpie_prompts(None, tokenizer, args)
+    assert len(seen) == 1 and seen[0][: len(distill.MAGPIE_STARTS)] == list(distill.MAGPIE_STARTS)
+    assert len(first) == 20  # the empty (dropped) turns are not prompts
+    assert distill.magpie_prompts(None, tokenizer, args) == first and len(seen) == 1  # read back, not resampled
+    texts = [tokenizer.decode(ids) for ids in first]
+    assert all(t.startswith("<user>") and t.endswith("<assistant>") for t in texts)
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +176,25 @@ def test_feature_shards_hold_the_target_states_and_batches_shift_them_by_one(tin
     assert draft.fc.weight.grad[:, model.config.hidden_size :].abs().sum() > 0
     unrolled = distill.train_loss(draft, batch, distill.parse_args(["train", "--feature", "--noise", "0", "--unroll"]))
     assert unrolled > one_pass  # the second pass, reading the draft's own states, adds its loss
+
+
+def test_generated_and_rebuilt_shards_mix_for_a_plain_draft_only(tiny_target, tmp_path, monkeypatch):
+    """A generated shard has no target states: batches mixing it with a rebuilt one carry none (a plain draft trains
+    on them), and `train --feature` refuses such splits with one line."""
+    model, tokenizer = tiny_target
+    prompts = [[5, 6, 7, 8, 9], [10, 11]]
+    generated = distill.generate_shard(model, tokenizer, prompts, new_tokens=4, k=2)
+    rebuilt = distill.teacher_forced_shard(model, tokenizer.pad_token_id, prompts, generated["continuations"], k=2)
+    for name, shard in (("generated", generated), ("rebuilt", rebuilt)):
+        (tmp_path / name).mkdir()
+        torch.save(shard, tmp_path / name / "shard_00000.pt")
+    mixed = distill.load_split(tmp_path / "rebuilt") + distill.load_split(tmp_path / "generated")
+    batch = distill.collate(mixed, torch.arange(model.config.vocab_size))
+    assert "features" not in batch and len(batch["targets"]) == 16
+    monkeypatch.setattr(distill, "load_target", lambda spec: tiny_target)
+    argv = ["--data-dir", str(tmp_path), "train", "--feature", "--splits", "generated", "rebuilt", "--val-prompts", "1"]
+    with pytest.raises(SystemExit, match="needs the target's states"):
+        distill.main(argv)
 
 
 def test_generate_reuses_committed_responses(tiny_target, tmp_path, monkeypatch):
