@@ -267,13 +267,14 @@ def self_written(model, tokenizer, texts: list[str], args) -> list[str]:
     return asked
 
 
-def cached_self_written(name: str, model, tokenizer, texts: list[str], args) -> list[str]:
-    """`self_written` over `texts`, cached as `name` in the data folder (copied from the committed responses)."""
+def cached_texts(name: str, args, make) -> list[str]:
+    """Texts the target wrote (`make()`), cached as `name` in the data folder; copied from the committed responses
+    when they hold it, so a new machine samples nothing again."""
     cached, committed = data_dir(args) / name, Path(args.responses) / name
     if not cached.exists() and committed.exists():
         shutil.copyfile(committed, cached)
     if not cached.exists():
-        cached.write_text(json.dumps(self_written(model, tokenizer, texts, args), indent=1))
+        cached.write_text(json.dumps(make(), indent=1))
     return json.loads(cached.read_text())
 
 
@@ -308,12 +309,7 @@ def magpie_prompts(model, tokenizer, args) -> list[list[int]]:
     """`args.magpie` user turns the target writes itself (seeded openers in turn, cached in the data folder)."""
     torch.manual_seed(args.seed + 2)
     starts = [MAGPIE_STARTS[i % len(MAGPIE_STARTS)] for i in range(args.magpie)]
-    cached, committed = data_dir(args) / "magpie_turns.json", Path(args.responses) / "magpie_turns.json"
-    if not cached.exists() and committed.exists():
-        shutil.copyfile(committed, cached)
-    if not cached.exists():
-        cached.write_text(json.dumps(sampled_user_turns(model, tokenizer, starts, args), indent=1))
-    turns = json.loads(cached.read_text())
+    turns = cached_texts("magpie_turns.json", args, lambda: sampled_user_turns(model, tokenizer, starts, args))
     return batch_order([chat_ids(tokenizer, t) for t in turns if t], args.seed, args.batch)
 
 
@@ -356,7 +352,7 @@ def chat_prompts(model, tokenizer, args) -> list[list[int]]:
     requests = [REQUEST_TASK.format(kind=REQUEST_KINDS[i % len(REQUEST_KINDS)], topic=topics[i % len(topics)])
                 for i in range(args.asks)]
     questions = [QUESTION_TASK.format(text=d) for d in asked_from]
-    asked = cached_self_written("self_written.json", model, tokenizer, questions + requests, args)
+    asked = cached_texts("self_written.json", args, lambda: self_written(model, tokenizer, questions + requests, args))
     texts += [RAG_TASK.format(text=d, question=q) for d, q in zip(asked_from, asked, strict=False)]
     texts += asked[len(asked_from) :]
     return batch_order([chat_ids(tokenizer, t) for t in texts if t], args.seed, args.batch)
