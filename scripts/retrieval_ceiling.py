@@ -34,8 +34,8 @@ STORE_NGRAM = 8
 class Datastore:
     """Suffix matches in a token corpus: per n, the sorted hashes of every n-gram and where each ends.
 
-    Written by hand: REST's `draftretriever` (a Rust suffix array) is not on the package index; hashed n-grams in
-    numpy answer the same question for a corpus this size.
+    Written by hand: REST's `draftretriever` (on the index, 0.1.1) is a compiled suffix array over its own datastore
+    file format; for an offline replay, hashed n-grams in numpy answer the same question without that dependency.
     """
 
     def __init__(self, paths: list[Path]):
