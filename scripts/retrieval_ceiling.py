@@ -59,6 +59,7 @@ class Datastore:
 
     @staticmethod
     def _hash(rows: np.ndarray) -> np.ndarray:
+        """One 64-bit polynomial hash per row of token ids (wrapping; collisions are negligible at this size)."""
         h = np.zeros(rows.shape[0], dtype=np.uint64)
         with np.errstate(over="ignore"):
             for column in rows.T.astype(np.uint64):
@@ -101,6 +102,7 @@ def answers_in_context(result: dict) -> list[tuple[list[int], list[int]]]:
 
 
 def context_source(ngram: int):
+    """The method's own proposal: the continuation of the latest longest suffix match (n <= `ngram`) in the context."""
     def propose(context: list[int], length: int) -> tuple[int, list[int]]:
         tokens, counts, matched = retrieve_continuations(torch.tensor(context), ngram, length, 1)
         return int(matched[0]), tokens[0, : int(counts[0])].tolist()
@@ -108,6 +110,7 @@ def context_source(ngram: int):
 
 
 def context_else_store(context, store: Datastore):
+    """The context's proposal; the datastore's only where the context has none."""
     def propose(tokens: list[int], length: int) -> tuple[int, list[int]]:
         matched, proposal = context(tokens, length)
         return (matched, proposal) if proposal else store.propose(tokens, length)
