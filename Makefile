@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN_ARGS ?=
 
-.PHONY: setup run bench spec-bench sampling batch-scaling bench-batching busy-check check-lossless test lint paper-figures paper-results reference-results
+.PHONY: setup run bench bench-drafts spec-bench sampling batch-scaling bench-batching busy-check check-lossless test lint paper-figures paper-results reference-results
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,16 @@ bench-batching:
 bench:
 	$(PY) run.py experiment=bench $(RUN_ARGS)
 	$(PY) scripts/bench_ratios.py results/bench
+
+# Does a new draft regress WikiText-2? The draft-based methods of `bench` with the committed draft and with the
+# previous one (stage 3, from git history into build/drafts/stage3) in one interleaved run (~30 min on 2 cores).
+STAGE3_DRAFT := build/drafts/stage3
+bench-drafts:
+	mkdir -p $(STAGE3_DRAFT)
+	for f in config.json generation_config.json model.safetensors; do \
+		git show fc17f01:models/smollm2-draft/$$f > $(STAGE3_DRAFT)/$$f || exit 1; done
+	$(PY) run.py experiment=bench_drafts $(RUN_ARGS)
+	$(PY) scripts/bench_ratios.py results/bench_drafts
 
 # Issue 12's check (~10 min on 2 cores, on an otherwise idle machine): the same comparison quiet and with a CPU
 # burner from halfway through; both summaries, the speedups' ratio and whether the busy run was flagged.

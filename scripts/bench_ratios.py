@@ -9,6 +9,7 @@ import pandas as pd
 from spec_decode.results import load_results
 
 PEERS = ("hf_assisted", "hf_lookup")
+OTHER_DRAFT = "_stage3"  # make bench-drafts: a method's label with this suffix ran the previous draft
 
 
 def best(speed: pd.Series, mask) -> tuple[str, float] | None:
@@ -21,6 +22,14 @@ def ratio(b: dict, num: str, den: str, goal: str) -> None:
     """Print best[num] / best[den] when both groups ran."""
     if b[num] and b[den]:
         print(f"  {b[num][0]} / {b[den][0]} = {b[num][1] / b[den][1]:.3f}  ({goal})")
+
+
+def draft_ratios(speed: pd.Series) -> None:
+    """Print each method's speedup with the committed draft over the same method's with the previous draft."""
+    for label in speed.index:
+        if f"{label}{OTHER_DRAFT}" in speed:
+            print(f"  {label} / {label}{OTHER_DRAFT} = {speed[label] / speed[label + OTHER_DRAFT]:.3f}"
+                  "  (new draft over the previous one: >= 1 does not regress)")
 
 
 def worst_error(errors: pd.Series) -> float:
@@ -57,6 +66,7 @@ def main(path: str = "results/bench") -> None:
                 print(f"  linear_k{k} / hf_assisted_k{k} = {speed[f'linear_k{k}'] / speed[f'hf_assisted_k{k}']:.3f}"
                       "  (goal 2: >= 1.0)")
         ratio(b, "ours", "peer", "goal 3: >= 1.2")
+        draft_ratios(speed)
         if "time_share.overhead" in run:
             print(f"  largest harness overhead share: {run['time_share.overhead'].max():.3f}  (goal 4: <= 0.10)")
         if "budget_prediction_error" in run:

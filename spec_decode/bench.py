@@ -83,6 +83,7 @@ class Measurement:
     decoder: Decoder
     calibration: dict | None = None
     samples: list[dict] = field(default_factory=list)
+    draft: str | None = None  # the folder of the method entry's own draft, when it names one
 
 
 @dataclass
@@ -233,22 +234,23 @@ def _watched(before: dict, start: machine.Counters) -> dict:
 def prepare(pair: ModelPair, name: str, params: dict, prompts: list[Prompt], protocol: Protocol,
             bar: tqdm | None = None, label: str | None = None) -> Measurement:
     """Build the method's decoder (calibrating its tree budget first when `budget: auto`)."""
-    if protocol.batch_size > 1:
-        decoder = build_batched(name, pair.target, pair.draft, **params)
-        decoder.profile = protocol.profile
-        return Measurement(name, decoder)
     params, calibration = dict(params), None
+    folder = params.pop("draft", None)  # a method entry's own draft (`draft: <folder>`), else the pair's
+    if protocol.batch_size > 1:
+        decoder = build_batched(name, pair.target, pair.draft_for(name, folder), **params)
+        decoder.profile = protocol.profile
+        return Measurement(name, decoder, draft=folder)
     if params.pop("budget", "fixed") == "auto":
         if bar is not None:
             bar.set_description(f"budget calibration {label or name}")
-        calibration = calibrate_budget(pair, name, params, prompts, protocol, bar)
+        calibration = calibrate_budget(pair, name, params, prompts, protocol, bar, folder)
         params |= {"depth": calibration["choice"]["depth"], "max_nodes": calibration["choice"]["max_nodes"]}
-    decoder = build_decoder(name, pair.target, pair.draft_for(name), **params)
+    decoder = build_decoder(name, pair.target, pair.draft_for(name, folder), **params)
     decoder.profile = protocol.profile
     decoder.sampling = protocol.sampling
     decoder.trace_rounds = protocol.trace_rounds
     static.configure(decoder, protocol.static_cache, protocol.compile)
-    return Measurement(name, decoder, calibration)
+    return Measurement(name, decoder, calibration, draft=folder)
 
 
 WARMUP_SEEDS = 1 << 40  # warm-up conversations' seeds: apart from every timed one's
@@ -327,6 +329,8 @@ def record(m: Measurement, memory: dict, watched: dict | None = None) -> dict:
     """The run record of a measured method: knobs used, raw samples, memory, machine load, calibration check."""
     run = {"method": m.name, "params": m.decoder.params(), "sampling": m.decoder.sampling.params(),
            "samples": m.samples, "memory": memory, "static_cache": static.label(m.decoder)}
+    if m.draft is not None:
+        run["draft"] = m.draft
     if watched is not None:
         run["machine"] = watched
     if m.calibration:
@@ -344,12 +348,12 @@ CALIBRATION_CAPS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128)
 
 
 def calibrate_budget(pair: ModelPair, name: str, params: dict, prompts: list[Prompt], protocol: Protocol,
-                     bar: tqdm | None = None) -> dict:
+                     bar: tqdm | None = None, folder: str | None = None) -> dict:
     """Profile a large tree on the first prompts, fit the cost model, and pick (depth, max_nodes) from it.
 
     The user's depth and max_nodes are the largest budget considered.
     """
-    probe = build_decoder(name, pair.target, pair.draft_for(name), **params)
+    probe = build_decoder(name, pair.target, pair.draft_for(name, folder), **params)
     probe.profile, probe.trace_rounds = True, 10**9
     probe.fallback = False  # every profiled round a traced tree: the cost model pairs traces with round times
     probe.sampling = protocol.sampling  # acceptance as the measured run will see it

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,9 +51,13 @@ class ModelPair:
     tokenizer: Any
     info: dict = field(default_factory=dict)
     feature_draft: PreTrainedModel | None = None  # an EAGLE-style draft (method eagle), where the config names one
+    other_drafts: dict[str, PreTrainedModel] = field(default_factory=dict)  # folder -> a draft some method names
 
-    def draft_for(self, method: str) -> PreTrainedModel | None:
-        """The draft `method` runs with: the feature draft for methods that read the target's states, else `draft`."""
+    def draft_for(self, method: str, folder: str | None = None) -> PreTrainedModel | None:
+        """The draft `method` runs with: the one loaded from `folder` when a method entry names one (`draft:`), the
+        feature draft for methods that read the target's states, else `draft`."""
+        if folder is not None:
+            return self.other_drafts[folder]
         if method not in FEATURE_METHODS:
             return self.draft
         if self.feature_draft is None:
@@ -64,21 +68,24 @@ class ModelPair:
     @property
     def models(self) -> list[PreTrainedModel]:
         """Every model of the pair (target, draft, and the feature draft when there is one)."""
-        return [m for m in (self.target, self.draft, self.feature_draft) if m is not None]
+        return [m for m in (self.target, self.draft, self.feature_draft, *self.other_drafts.values()) if m is not None]
 
     @property
     def eos_token_id(self) -> int | None:
         return self.tokenizer.eos_token_id
 
 
-def load_pair(cfg: Mapping) -> ModelPair:
-    """Build the pair a model config describes (`source: tiny | random | hub | gguf`), on its pinned attention."""
+def load_pair(cfg: Mapping, other_drafts: Iterable[str] = ()) -> ModelPair:
+    """Build the pair a model config describes (`source: tiny | random | hub | gguf`), on its pinned attention, with
+    the drafts of `other_drafts` (folders some method entries name as their `draft:`) loaded beside its own."""
     dtype = _dtype(cfg.get("dtype", "float32"))
     device = _device(cfg.get("device", "cpu"))
     source = cfg.get("source", "hub")
     attention = attention_backend(cfg)
     try:
         pair = _build(source, cfg, dtype, device, attention)
+        pair.other_drafts = {folder: _other_draft(source, folder, pair.target, dtype, attention)
+                             for folder in other_drafts}
     except (ValueError, ImportError) as err:  # transformers refusing a backend or a size
         raise ModelLoadError(f"cannot build the {source} pair with attn_implementation={attention}: "
                              f"{str(err).splitlines()[0]}") from err
@@ -94,7 +101,26 @@ def load_pair(cfg: Mapping) -> ModelPair:
                   "draft_parameters": _count(pair.draft)}
     if pair.feature_draft is not None:
         pair.info["feature_draft_parameters"] = _count(pair.feature_draft)
+    if pair.other_drafts:
+        pair.info["other_drafts"] = {folder: {"parameters": _count(model)}
+                                     for folder, model in pair.other_drafts.items()}
     return pair
+
+
+def _other_draft(source: str, folder: str, target: PreTrainedModel, dtype: torch.dtype,
+                 attention: str) -> PreTrainedModel:
+    """A second draft for the same target, loaded from `folder` as the pair's own draft is."""
+    if source == "gguf":
+        from spec_decode import offline
+
+        return offline.load_draft(_draft_path(folder), target, dtype=dtype)
+    if source == "hub":
+        try:
+            return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation=attention)
+        except OSError as err:
+            raise ModelLoadError(f"cannot load the draft {folder!r}: {str(err).splitlines()[0]}") from err
+    raise ModelLoadError(f"a method's draft: {folder!r} needs a pair loaded from files (model.source gguf or hub), "
+                         f"not {source!r}")
 
 
 def _build(source: str, cfg: Mapping, dtype: torch.dtype, device: torch.device, attention: str) -> ModelPair:

@@ -17,10 +17,10 @@ from spec_decode import decoders, machine, results, static
 from spec_decode.bench import Protocol, run_methods
 from spec_decode.config import CONF_DIR, ConfigError, check_config, check_knob, check_method_knobs
 from spec_decode.data import DatasetError, load_prompts, read_records, stop_token_ids, uses_chat
-from spec_decode.decoders import validate_method
+from spec_decode.decoders import NEEDS_DRAFT, validate_method
 from spec_decode.decoders.batched import check_batched
 from spec_decode.metrics import summarize
-from spec_decode.models import ModelLoadError, check_attention, load_pair, load_tokenizer
+from spec_decode.models import FEATURE_METHODS, ModelLoadError, check_attention, load_pair, load_tokenizer
 from spec_decode.sampling import Sampling
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def run(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Path:
     prompts, batching = batch_prompts(prompts, cfg.batch_size)
     protocol = dataclasses.replace(protocol, chat=prompting["chat"], stop_token_ids=tuple(prompting["stop_token_ids"]))
     start = check_quiet(machine.probe(probe_start, cfg.busy_threshold), threads, cfg)
-    pair = load_pair(cfg.model)
+    pair = load_pair(cfg.model, sorted({params["draft"] for _, params in methods.values() if params.get("draft")}))
     runs = run_methods(pair, methods, prompts, protocol)
     payload = _payload(requested, started_at, pair, prompts, runs, threads | {"start": start}, code) | {
         "prompting": prompting}
@@ -241,12 +241,25 @@ def method_specs(cfg: DictConfig, conf_dir: Path) -> dict[str, tuple[str, dict]]
         if label in specs:
             raise ConfigError(f"method {label!r} listed twice; give each entry a distinct `label`")
         check_method_knobs(label, params)
+        check_own_draft(label, name, params.get("draft"))
         try:
-            validate_method(name, params)
+            validate_method(name, {key: value for key, value in params.items() if key != "draft"})
         except (ValueError, TypeError) as err:
             raise ConfigError(f"method {label!r}: {err}") from err
         specs[label] = (name, params)
     return dict(sorted(specs.items(), key=lambda item: (item[1][0] != "ar", not (added and item[0] == "hf_greedy"))))
+
+
+def check_own_draft(label: str, name: str, folder) -> None:
+    """A method entry's `draft:` (its own draft folder, beside the pair's) names a folder, for a method with a draft."""
+    if folder is None:
+        return
+    if not isinstance(folder, str) or not folder:
+        raise ConfigError(f"method {label!r}: draft must be a folder holding a draft model, got {folder!r}")
+    if name not in NEEDS_DRAFT or name in FEATURE_METHODS:
+        with_draft = ", ".join(sorted(NEEDS_DRAFT - FEATURE_METHODS))
+        raise ConfigError(f"method {label!r}: draft: is for the methods that run a plain draft model ({with_draft}), "
+                          f"not {name!r}")
 
 
 def _method_entry(cfg: DictConfig, entry, conf_dir: Path) -> tuple[str, str, dict]:
