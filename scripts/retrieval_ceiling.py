@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from spec_decode.bench import split_turns
+from spec_decode.costmodel import verify_fit
 from spec_decode.data import Prompt, turn_ids
 from spec_decode.lookup import retrieve_continuations
 from spec_decode.models import load_tokenizer
@@ -159,14 +160,6 @@ def replay(runs, lengths: dict[int, int], base: float, per_node: float) -> tuple
     return tokens * base / seconds, tokens / rounds
 
 
-def cost_fit(samples: list[dict]) -> tuple[float, float]:
-    """Round seconds = base + per_node x nodes, least squares over the method's rounds."""
-    nodes = np.concatenate([s["tree_nodes_per_round"] for s in samples]).astype(float)
-    seconds = np.concatenate([s["round_times_s"] for s in samples])
-    (base, per_node), *_ = np.linalg.lstsq(np.stack([np.ones_like(nodes), nodes], 1), seconds, rcond=None)
-    return float(base), float(per_node)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("result", nargs="?", type=Path, default=RESULT)
@@ -180,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     result = json.loads(args.result.read_text())
     if args.method not in result["methods"]:
         raise SystemExit(f"{args.result} has no method {args.method!r}; it has {', '.join(result['methods'])}")
-    base, per_node = cost_fit(result["methods"][args.method]["samples"])
+    base, per_node = verify_fit(result["methods"][args.method]["samples"])
     turns = answers_in_context(result)
     sources = {"context": context_source(args.ngram)}
     if args.datastore:

@@ -154,3 +154,34 @@ class OnlineCost:
     def seconds_per_token(self) -> float:
         """Recent seconds per emitted token: what one more accepted token saves."""
         return self.seconds / max(self.tokens, 1e-9)
+
+
+def verify_fit(samples: list[dict]) -> tuple[float, float]:
+    """Round seconds = base + per_node x verified nodes, least squares over a method's rounds (an AR step: 0 nodes)."""
+    nodes = np.concatenate([s["tree_nodes_per_round"] for s in samples]).astype(float)
+    seconds = np.concatenate([s["round_times_s"] for s in samples])
+    (base, per_node), *_ = np.linalg.lstsq(np.stack([np.ones_like(nodes), nodes], 1), seconds, rcond=None)
+    return float(base), float(per_node)
+
+
+def chain_speedup(alpha: float, k: int, per_node: float, draft: float) -> float:
+    """Expected speedup over AR of rounds that draft k tokens and verify them, each accepted with probability alpha
+    independently (Leviathan et al., 2023); `per_node`, `draft`: a verified node's, a draft forward's AR steps."""
+    tokens = k + 1 if alpha >= 1 else (1 - alpha ** (k + 1)) / (1 - alpha)
+    return tokens / (1 + k * (per_node + draft))
+
+
+def best_chain(alpha: float, per_node: float, draft: float, max_k: int = 32) -> tuple[int, float]:
+    """The chain length (0 = AR steps) with the highest expected speedup at acceptance alpha, and that speedup."""
+    return max(((k, chain_speedup(alpha, k, per_node, draft)) for k in range(max_k + 1)), key=lambda kv: kv[1])
+
+
+def acceptance_needed(speedup: float, per_node: float, draft: float, max_k: int = 32) -> float | None:
+    """The least per-token acceptance (to 1e-4) at which some chain reaches `speedup`; None if none does."""
+    if best_chain(1.0, per_node, draft, max_k)[1] < speedup:
+        return None
+    low, high = 0.0, 1.0
+    while high - low > 1e-4:
+        mid = (low + high) / 2
+        low, high = (mid, high) if best_chain(mid, per_node, draft, max_k)[1] < speedup else (low, mid)
+    return high

@@ -107,3 +107,22 @@ def test_bench_ratios_reports_the_worst_prediction_error_with_its_sign():
     assert bench_ratios.worst_error(pd.Series([0.05, -0.178, None, 0.1])) == -0.178
     assert bench_ratios.worst_error(pd.Series([0.02, 0.12])) == 0.12
     assert math.isnan(bench_ratios.worst_error(pd.Series([None], dtype=float)))
+
+
+def test_verify_fit_recovers_a_linear_cost():
+    samples = [{"tree_nodes_per_round": [0, 2, 4], "round_times_s": [0.04, 0.05, 0.06]}]
+    assert costmodel.verify_fit(samples) == pytest.approx((0.04, 0.005))
+
+
+def test_chain_speedup_is_expected_tokens_over_round_cost():
+    assert costmodel.chain_speedup(0.5, 2, per_node=0.25, draft=0.0) == pytest.approx(1.75 / 1.5)  # 1 + .5 + .25
+    assert costmodel.chain_speedup(1.0, 3, per_node=0.0, draft=0.0) == 4
+    assert costmodel.chain_speedup(0.0, 3, per_node=0.1, draft=0.1) == pytest.approx(1 / 1.6)
+    assert costmodel.best_chain(0.0, per_node=0.1, draft=0.1) == (0, 1.0)  # nothing accepted: AR steps
+
+
+def test_acceptance_needed_is_where_the_best_chain_reaches_the_speedup():
+    alpha = costmodel.acceptance_needed(2.0, per_node=0.17, draft=0.1)
+    assert costmodel.best_chain(alpha, 0.17, 0.1)[1] >= 2.0 > costmodel.best_chain(alpha - 1e-3, 0.17, 0.1)[1]
+    assert costmodel.acceptance_needed(1.0, per_node=0.17, draft=0.1) == pytest.approx(0.0, abs=1e-4)
+    assert costmodel.acceptance_needed(10.0, per_node=0.17, draft=0.1) is None  # past even a perfect draft's reach

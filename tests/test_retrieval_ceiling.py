@@ -51,11 +51,6 @@ def test_hindsight_lengths_and_replay_by_hand():
     assert (speedup, per_round) == pytest.approx((4 / 3, 2.0))  # 3 tokens then 1, in 1.5 + 1.5 seconds
 
 
-def test_cost_fit_recovers_a_linear_cost():
-    samples = [{"tree_nodes_per_round": [0, 2, 4], "round_times_s": [0.04, 0.05, 0.06]}]
-    assert ceiling.cost_fit(samples) == pytest.approx((0.04, 0.005))
-
-
 def test_main_replays_a_run_and_refuses_a_missing_method(tmp_path, capsys):
     sample = {"prompt": 0, "tokens": [72, 105, 72, 105, 72], "turns": [5], "tree_nodes_per_round": [0, 3, 0],
               "round_times_s": [0.04, 0.055, 0.04]}
