@@ -6,6 +6,8 @@ import sys
 
 import pandas as pd
 
+from spec_decode.metrics import bootstrap_interval, paired_ratios
+from spec_decode.report.common import raw
 from spec_decode.results import load_results
 
 PEERS = ("hf_assisted", "hf_lookup")
@@ -24,12 +26,17 @@ def ratio(b: dict, num: str, den: str, goal: str) -> None:
         print(f"  {b[num][0]} / {b[den][0]} = {b[num][1] / b[den][1]:.3f}  ({goal})")
 
 
-def draft_ratios(speed: pd.Series) -> None:
-    """Print each method's speedup with the committed draft over the same method's with the previous draft."""
+def draft_ratios(speed: pd.Series, file: str) -> None:
+    """Print each method's speedup with the committed draft over its own with the previous draft, per prompt too."""
+    methods = raw(file)["methods"]
     for label in speed.index:
         if f"{label}{OTHER_DRAFT}" in speed:
+            paired = paired_ratios(methods[label]["samples"], methods[label + OTHER_DRAFT]["samples"])
+            low, high = bootstrap_interval(paired)
             print(f"  {label} / {label}{OTHER_DRAFT} = {speed[label] / speed[label + OTHER_DRAFT]:.3f}"
-                  "  (new draft over the previous one: >= 1 does not regress)")
+                  "  (new draft over the previous one: >= 1 does not regress)\n"
+                  f"    per prompt: mean {paired.mean():.3f}, 95% bootstrap interval [{low:.3f}, {high:.3f}], "
+                  f"faster on {(paired > 1).sum()} of {paired.size}")
 
 
 def worst_error(errors: pd.Series) -> float:
@@ -66,7 +73,7 @@ def main(path: str = "results/bench") -> None:
                 print(f"  linear_k{k} / hf_assisted_k{k} = {speed[f'linear_k{k}'] / speed[f'hf_assisted_k{k}']:.3f}"
                       "  (goal 2: >= 1.0)")
         ratio(b, "ours", "peer", "goal 3: >= 1.2")
-        draft_ratios(speed)
+        draft_ratios(speed, file)
         if "time_share.overhead" in run:
             print(f"  largest harness overhead share: {run['time_share.overhead'].max():.3f}  (goal 4: <= 0.10)")
         if "budget_prediction_error" in run:

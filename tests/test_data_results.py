@@ -9,11 +9,12 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from spec_decode.data import BUILTIN_PROMPTS, DatasetError, cut_prompts, is_heading, load_prompts
-from spec_decode.metrics import speedups
+from spec_decode.metrics import bootstrap_interval, paired_ratios, speedups
 from spec_decode.models import byte_tokenizer
 from spec_decode.report.common import newest_file
 from spec_decode.results import (
@@ -151,6 +152,16 @@ def test_speedup_three_ways_pairs_samples_by_prompt_and_repeat():
     assert out["speedup"] == pytest.approx(12.5 / 6.25)  # Spec-Bench: mean tok/s over AR's mean tok/s
     assert out["speedup_of_totals"] == pytest.approx((20 / 2.5) / (20 / 5.0))
     assert out["speedup_mean_of_ratios"] == pytest.approx((2.0 + 2.0) / 2)
+    assert sorted(paired_ratios(method, ar)) == pytest.approx([2.0, 2.0])
+
+
+def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_samples():
+    rng = np.random.default_rng(1)
+    few, many = rng.normal(1.0, 0.1, 20), rng.normal(1.0, 0.1, 2000)
+    (low, high), (low_many, high_many) = bootstrap_interval(few), bootstrap_interval(many)
+    assert low < few.mean() < high and low_many < many.mean() < high_many
+    assert high_many - low_many < (high - low) / 5  # the width falls as 1/sqrt(n): 10x fewer at 100x the samples
+    assert bootstrap_interval([1.5] * 8) == (1.5, 1.5)
 
 
 def test_newest_result_is_chosen_by_started_at_not_mtime(tmp_path):
