@@ -51,8 +51,9 @@ def main(path: str = "results/bench") -> None:
         sys.exit(f"no complete result under {path}; run `make bench` first")
     for file, run in df.groupby("file"):
         run = run.set_index("method")
-        speed, name = run["speedup"], run["decoder"]
-        lookup = run.get("param.lookup", pd.Series(0, index=run.index)).fillna(0)
+        current = ~run.index.str.endswith(OTHER_DRAFT)  # goals: the committed draft's; the other one's in draft_ratios
+        speed, name = run["speedup"][current], run["decoder"][current]
+        lookup = run.get("param.lookup", pd.Series(0, index=run.index))[current].fillna(0)
         trees, hybrids = (name == "tree") & (lookup == 0), (name == "tree") & (lookup > 0)
         linears = name == "linear"
         peers, assisted = name.isin(PEERS), name == "hf_assisted"
@@ -73,7 +74,7 @@ def main(path: str = "results/bench") -> None:
                 print(f"  linear_k{k} / hf_assisted_k{k} = {speed[f'linear_k{k}'] / speed[f'hf_assisted_k{k}']:.3f}"
                       "  (goal 2: >= 1.0)")
         ratio(b, "ours", "peer", "goal 3: >= 1.2")
-        draft_ratios(speed, file)
+        draft_ratios(run["speedup"], file)
         if "time_share.overhead" in run:
             print(f"  largest harness overhead share: {run['time_share.overhead'].max():.3f}  (goal 4: <= 0.10)")
         if "budget_prediction_error" in run:
