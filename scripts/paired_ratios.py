@@ -11,10 +11,10 @@ cannot tell the method from the baseline.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from spec_decode.metrics import bootstrap_interval, group_of, paired_ratios
+from spec_decode.results import read_for_script
 
 MIN_PAIRS = 5  # a bootstrap over fewer pairs resamples too few values to mean anything: no interval then
 
@@ -50,11 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("result", type=Path)
     parser.add_argument("--baseline", default="ar", help="the method label the others are divided by")
     args = parser.parse_args(argv)
-    if not args.result.exists():
-        raise SystemExit(f"error: no result at {args.result}")
-    result = json.loads(args.result.read_text())
-    if args.baseline not in result["methods"]:
-        raise SystemExit(f"error: {args.result} has no method {args.baseline!r}; it has {', '.join(result['methods'])}")
+    result = read_for_script(args.result, (args.baseline,))
     print(f"{args.result}: per-prompt tokens/s over {args.baseline}'s; mean [95% bootstrap interval]")
     print("\n".join(rows(result, args.baseline)))
 

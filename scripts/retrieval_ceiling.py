@@ -15,7 +15,6 @@ an upper bound for any online policy over the same source, to set beside the met
 from __future__ import annotations
 
 import argparse
-import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from spec_decode.costmodel import verify_fit
 from spec_decode.data import Prompt, turn_ids
 from spec_decode.lookup import retrieve_continuations
 from spec_decode.models import load_tokenizer
+from spec_decode.results import read_for_script
 
 RESULT = Path("results/spec_bench/smollm2-135m_distilled/result.json")
 STORE_NGRAM = 8
@@ -168,11 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lookup", type=int, default=10)
     parser.add_argument("--datastore", type=Path, nargs="*", default=[], help="responses .npz files (tokens, lengths)")
     args = parser.parse_args(argv)
-    if not args.result.exists():
-        raise SystemExit(f"no result at {args.result}; run `make spec-bench` first")
-    result = json.loads(args.result.read_text())
-    if args.method not in result["methods"]:
-        raise SystemExit(f"{args.result} has no method {args.method!r}; it has {', '.join(result['methods'])}")
+    result = read_for_script(args.result, (args.method,), "; run `make spec-bench` first")
     base, per_node = verify_fit(result["methods"][args.method]["samples"])
     turns = answers_in_context(result)
     sources = {"context": context_source(args.ngram)}

@@ -19,8 +19,10 @@ import json
 from pathlib import Path
 
 from spec_decode.costmodel import acceptance_needed, best_chain, verify_fit
+from spec_decode.results import read_for_script
 
 RESULT = Path("results/spec_bench/smollm2-135m_distilled/result.json")
+MISSING = "; run `make spec-bench` first"
 EVAL = Path("models/smollm2-draft/eval_results.json")
 ALPHAS = (0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -48,12 +50,6 @@ def spec_bench_agreement(path: Path = EVAL) -> float | None:
     return json.loads(path.read_text()).get("spec_bench", {}).get("overall", {}).get("top1")
 
 
-def method_samples(result: dict, label: str, path: Path) -> list[dict]:
-    if label not in result["methods"]:
-        raise SystemExit(f"{path} has no method {label!r}; it has {', '.join(result['methods'])}")
-    return result["methods"][label]["samples"]
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("result", nargs="?", type=Path, default=RESULT)
@@ -61,12 +57,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--draft-method", default="linear_k2", help="the method whose profile prices a draft forward")
     parser.add_argument("--speedups", type=float, nargs="+", default=[1.3, 1.5, 2.0])
     args = parser.parse_args(argv)
-    if not args.result.exists():
-        raise SystemExit(f"no result at {args.result}; run `make spec-bench` first")
-    result = json.loads(args.result.read_text())
-    ar_step = mean_round_s(method_samples(result, "ar", args.result))
-    base, per_node = verify_fit(method_samples(result, args.verify, args.result))
-    drafting = method_samples(result, args.draft_method, args.result)
+    methods = read_for_script(args.result, ("ar", args.verify, args.draft_method), MISSING)["methods"]
+    ar_step = mean_round_s(methods["ar"]["samples"])
+    base, per_node = verify_fit(methods[args.verify]["samples"])
+    drafting = methods[args.draft_method]["samples"]
     node, draft = per_node / ar_step, draft_forward_s(drafting) / ar_step
     print(f"{args.result}: an AR step {1000 * ar_step:.1f} ms (AR's mean round); a verified node "
           f"{1000 * per_node:.2f} ms = {node:.3f} AR steps (fit on {args.verify}'s rounds: {1000 * base:.1f} ms + "

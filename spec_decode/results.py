@@ -119,6 +119,17 @@ def read(path: Path) -> dict | None:
         return None
 
 
+def read_for_script(path: Path, methods, missing: str = "") -> dict:
+    """A result file for an analysis script, checked to exist and to hold `methods`; one `error:` line otherwise."""
+    result = read(path)
+    if result is None:
+        raise SystemExit(f"error: no result at {path}{missing}")
+    absent = [label for label in methods if label not in result["methods"]]
+    if absent:
+        raise SystemExit(f"error: {path} has no method {absent[0]!r}; it has {', '.join(result['methods'])}")
+    return result
+
+
 def is_complete(path: Path) -> bool:
     """A result file exists, parses, and was written by a run that finished."""
     run = read(path)
